@@ -1,0 +1,1 @@
+"""Framework integrations: pure ASGI/WSGI middleware and thin FastAPI/Flask modules."""

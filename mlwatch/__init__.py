@@ -1,0 +1,37 @@
+"""mlwatch: watch ML models where they run.
+
+Every observation is folded into mergeable sketches (Apache DataSketches); profiles merge across
+replicas and windows, and drift and quality are computed from them without keeping raw rows.
+"""
+
+from __future__ import annotations
+
+from mlwatch._errors import ConfigError, MlwatchError, ProfileFormatError, ProfileMergeError
+from mlwatch._wire import FORMAT_VERSION, WireLimits
+from mlwatch.column import ColumnProfile
+from mlwatch.profile import Profile, merge
+from mlwatch.profiling import ProfileConfig, profile
+
+__version__ = "0.1.0"
+
+
+def load(path: str) -> Profile:
+    """Read a profile file written by `Profile.save` (or by the local exporter)."""
+    return Profile.load(path)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ColumnProfile",
+    "ConfigError",
+    "MlwatchError",
+    "Profile",
+    "ProfileConfig",
+    "ProfileFormatError",
+    "ProfileMergeError",
+    "WireLimits",
+    "__version__",
+    "load",
+    "merge",
+    "profile",
+]

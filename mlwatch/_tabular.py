@@ -1,0 +1,138 @@
+"""Turn the shapes users hand us (frames, arrays, rows, dicts, objects) into named columns.
+
+pandas, polars and pyarrow are recognised by their module name and never imported here, so
+`import mlwatch` stays cheap for users who have none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_columns"]
+
+Columns = dict[str, Any]
+
+
+def _module(obj: object) -> str:
+    return type(obj).__module__ or ""
+
+
+def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> tuple[int, Columns]:
+    """(row count, {column name: batch of values}) for any supported input shape.
+
+    Never raises for odd data: an unrecognised object becomes a single column ``value`` so its
+    type is counted as a data-quality signal rather than lost.
+    """
+    mod = _module(data)
+    if mod.startswith("pandas") and hasattr(data, "columns") and hasattr(data, "iloc"):
+        return len(data), {str(c): data[c] for c in data.columns} if data.columns.is_unique else _dedupe_pandas(data)
+    if mod.startswith("polars") and hasattr(data, "columns") and hasattr(data, "height"):
+        return int(data.height), {str(c): data[c] for c in data.columns}
+    if mod.startswith("pyarrow") and hasattr(data, "column_names"):
+        return int(data.num_rows), {
+            str(name): data.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(data.column_names)
+        }
+    if isinstance(data, np.ndarray):
+        return _from_array(data, feature_names)
+    if isinstance(data, Mapping):
+        return _from_mapping(data)
+    if isinstance(data, (list, tuple)):
+        return _from_rows(data, feature_names)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return 1, {f.name: [getattr(data, f.name, None)] for f in dataclasses.fields(data)}
+    dump = getattr(data, "model_dump", None)  # pydantic v2
+    if callable(dump) and not isinstance(data, type):
+        fields = dump()
+        if isinstance(fields, Mapping):
+            return 1, {str(k): [v] for k, v in fields.items()}
+    return 1, {"value": [data]}
+
+
+def _dedupe_pandas(df: Any) -> Columns:
+    cols: Columns = {}
+    for i, c in enumerate(df.columns):
+        name = str(c) if str(c) not in cols else f"{c}.{i}"
+        cols[name] = df.iloc[:, i]
+    return cols
+
+
+def _names(n: int, feature_names: Sequence[str] | None) -> list[str]:
+    if feature_names is not None and len(feature_names) == n:
+        return [str(x) for x in feature_names]
+    return [f"f{i}" for i in range(n)]
+
+
+def _from_array(arr: np.ndarray[Any, Any], feature_names: Sequence[str] | None) -> tuple[int, Columns]:
+    if arr.dtype.names:  # structured array: named fields
+        return int(arr.shape[0]) if arr.ndim else 1, {str(n): arr[n].reshape(-1) for n in arr.dtype.names}
+    if arr.ndim == 0:
+        return 1, {_names(1, feature_names)[0] if feature_names else "value": arr.reshape(1)}
+    if arr.ndim == 1:
+        name = str(feature_names[0]) if feature_names is not None and len(feature_names) == 1 else "value"
+        return int(arr.shape[0]), {name: arr}
+    flat = arr.reshape(arr.shape[0], -1)
+    names = _names(flat.shape[1], feature_names)
+    return int(flat.shape[0]), {name: flat[:, i] for i, name in enumerate(names)}
+
+
+def _from_mapping(data: Mapping[Any, Any]) -> tuple[int, Columns]:
+    """A dict of columns (lists/arrays/Series) or a single row (a dict of scalars)."""
+    cols: Columns = {}
+    rows = 0
+    columnar = bool(data) and all(_is_batch(v) for v in data.values())
+    for key, value in data.items():
+        name = str(key)
+        if columnar:
+            cols[name] = value
+            rows = max(rows, _length(value))
+        else:
+            cols[name] = [value]
+            rows = 1
+    return rows, cols
+
+
+def _is_batch(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    if isinstance(value, list):
+        return True
+    mod = _module(value)
+    return (mod.startswith("pandas") or mod.startswith("polars")) and hasattr(value, "dtype")
+
+
+def _length(value: Any) -> int:
+    try:
+        return len(value)
+    except Exception:
+        return 1
+
+
+def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None) -> tuple[int, Columns]:
+    """A list of dict rows (keys may differ: absent keys count as missing) or of sequences."""
+    n = len(rows)
+    if n == 0:
+        return 0, {}
+    first = rows[0]
+    if isinstance(first, Mapping):
+        keys: dict[Any, None] = {}
+        for row in rows:
+            if isinstance(row, Mapping):
+                keys.update(dict.fromkeys(row))
+        cols: Columns = {}
+        for key in keys:
+            cols[str(key)] = [row.get(key) if isinstance(row, Mapping) else None for row in rows]
+        return n, cols
+    if isinstance(first, (list, tuple, np.ndarray)):
+        width = max((len(r) for r in rows if isinstance(r, (list, tuple, np.ndarray))), default=0)
+        names = _names(width, feature_names)
+        cols = {
+            name: [r[i] if isinstance(r, (list, tuple, np.ndarray)) and i < len(r) else None for r in rows]
+            for i, name in enumerate(names)
+        }
+        return n, cols
+    name = str(feature_names[0]) if feature_names is not None and len(feature_names) == 1 else "value"
+    return n, {name: list(rows)}

@@ -1,0 +1,389 @@
+"""The profile wire format: versioned, checksummed, validated before any native code runs.
+
+Layout (all integers little-endian)::
+
+    0   4  magic  b"MLWP"
+    4   2  format version (1)
+    6   2  flags (bit 0: the trailer is an HMAC-SHA256 instead of a SHA-256)
+    8   4  header length H
+    12  H  header: UTF-8 JSON (identity, window, counters, columns, and for each sketch its
+           [offset, length] in the blob area)
+    ..     blob area: the sketches' own DataSketches bytes, back to back, in header order
+    -32 32 trailer: SHA-256 (or HMAC-SHA256 with the key named in the header) of all bytes before it
+
+Reading checks, in order and before anything reaches datasketches: total size and caps, magic,
+version, flags, header length, the checksum or signature, the JSON header's every field and type,
+that the sketches tile the blob area exactly, every sketch's parameters against the caps, and
+each sketch's full structure (`mlwatch._validate`). Only then are sketches deserialized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlwatch._errors import ProfileFormatError
+from mlwatch._numeric import NumericSummary
+from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
+from mlwatch.column import KINDS, ColumnProfile
+from mlwatch.profile import Profile
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "WireLimits", "decode", "encode"]
+
+MAGIC = b"MLWP"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<4sHHI")
+_TRAILER = 32
+_FLAG_HMAC = 1
+
+
+@dataclass(frozen=True)
+class WireLimits:
+    """Caps applied to untrusted profile bytes before parsing (the collector tightens these)."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024 * 1024
+    max_columns: int = 10_000
+    max_kll_k: int = 1024
+    max_freq_lg: int = 16
+    max_hll_lg: int = 16
+    max_extremes: int = 4096
+    max_name_length: int = 1024
+
+
+_DEFAULT_LIMITS = WireLimits()
+
+
+# ---------------------------------------------------------------------------- encode
+class _Blobs:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[int]:
+        ref = [self.size, len(data)]
+        self.parts.append(data)
+        self.size += len(data)
+        return ref
+
+
+def _float_out(x: float) -> float | str:
+    """JSON has no inf/NaN: they travel as strings."""
+    return x if math.isfinite(x) else repr(x)
+
+
+def _column_out(col: ColumnProfile, blobs: _Blobs) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": col.name,
+        "declared_kind": col.declared_kind,
+        "count": col.count,
+        "missing": col.missing,
+        "non_finite": col.non_finite,
+        "n_numeric": col.n_numeric,
+        "n_categorical": col.n_categorical,
+        "n_text": col.n_text,
+        "n_other": col.n_other,
+        "kll_k": col._kll_k,
+        "freq_lg": col._freq_lg,
+        "hll_lg": col._hll_lg,
+        "n_extremes": col.n_extremes,
+        "max_category_length": col.max_category_length,
+    }
+    num = col.numeric
+    if num is not None:
+        out["numeric"] = {
+            "n": num.n,
+            "mean": _float_out(num.mean),
+            "m2": _float_out(num.m2),
+            "min": _float_out(num.min),
+            "max": _float_out(num.max),
+            "kll": blobs.add(num.kll.to_bytes()),
+            "low": blobs.add(num.low.astype("<f8").tobytes()),
+            "high": blobs.add(num.high.astype("<f8").tobytes()),
+        }
+    if col.freq is not None and col.hll is not None:
+        out["freq"] = blobs.add(col.freq.to_bytes())
+        out["hll"] = blobs.add(col.hll.to_bytes())
+    if col.text_length is not None:
+        out["text_length"] = blobs.add(col.text_length.to_bytes())
+    return out
+
+
+def encode(profile: Profile, *, hmac_key: bytes | None = None, key_id: str | None = None) -> bytes:
+    blobs = _Blobs()
+    header: dict[str, Any] = {
+        "model": profile.model,
+        "version": profile.version,
+        "segment": profile.segment,
+        "window_start": profile.window_start,
+        "window_end": profile.window_end,
+        "rows": profile.rows,
+        "calls": profile.calls,
+        "dropped": profile.dropped,
+        "errors": profile.errors,
+        "latency": blobs.add(profile.latency.to_bytes()) if profile.latency is not None else None,
+        "columns": [_column_out(c, blobs) for c in profile.columns.values()],
+        "outputs": [_column_out(c, blobs) for c in profile.outputs.values()],
+    }
+    flags = 0
+    if hmac_key is not None:
+        flags |= _FLAG_HMAC
+        header["signature"] = {"key_id": key_id or "default", "signed_at": time.time()}
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)), head, *blobs.parts])
+    if hmac_key is not None:
+        trailer = hmac.new(hmac_key, body, hashlib.sha256).digest()
+    else:
+        trailer = hashlib.sha256(body).digest()
+    return body + trailer
+
+
+# ---------------------------------------------------------------------------- decode
+class _Reader:
+    """Typed access to the untrusted JSON header: every read states what it expects."""
+
+    def __init__(self, blob: memoryview, limits: WireLimits) -> None:
+        self.blob = blob
+        self.limits = limits
+        self.claimed: list[tuple[int, int]] = []
+
+    @staticmethod
+    def int_(obj: Mapping[str, Any], key: str, where: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
+        value = obj.get(key)
+        if type(value) is not int or not lo <= value <= hi:
+            raise ProfileFormatError(f"{where}: field {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
+        return value
+
+    @staticmethod
+    def float_(obj: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> float:
+        value = obj.get(key)
+        if value is None and optional:
+            return math.nan
+        if type(value) in (int, float):
+            return float(value)
+        if value in ("inf", "-inf", "nan"):
+            return float(value)
+        raise ProfileFormatError(f"{where}: field {key!r} must be a number, got {value!r}")
+
+    def str_(self, obj: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> str | None:
+        value = obj.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or len(value) > self.limits.max_name_length:
+            raise ProfileFormatError(
+                f"{where}: field {key!r} must be a string of at most {self.limits.max_name_length} characters"
+            )
+        return value
+
+    def blob_ref(self, obj: Mapping[str, Any], key: str, where: str) -> bytes:
+        ref = obj.get(key)
+        if (
+            not isinstance(ref, list)
+            or len(ref) != 2
+            or any(type(x) is not int or x < 0 for x in ref)
+            or ref[0] + ref[1] > len(self.blob)
+        ):
+            raise ProfileFormatError(f"{where}: sketch reference {key!r} is not a valid [offset, length]: {ref!r}")
+        self.claimed.append((ref[0], ref[1]))
+        return bytes(self.blob[ref[0] : ref[0] + ref[1]])
+
+    def check_tiling(self) -> None:
+        """Sketch references must cover the blob area exactly once, in order, with no gap."""
+        pos = 0
+        for offset, length in self.claimed:
+            if offset != pos:
+                raise ProfileFormatError(f"sketch at offset {offset} does not follow the previous one (expected {pos})")
+            pos += length
+        if pos != len(self.blob):
+            raise ProfileFormatError(f"blob area has {len(self.blob)} bytes but sketches account for {pos}")
+
+
+def _floats(data: bytes, where: str, limit: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if len(data) % 8 or len(data) // 8 > limit:
+        raise ProfileFormatError(f"{where}: extreme values block has an invalid size {len(data)}")
+    arr = np.frombuffer(data, dtype="<f8").astype(np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) < 0):
+        raise ProfileFormatError(f"{where}: extreme values must be finite and sorted")
+    return arr
+
+
+def _column_in(obj: Any, r: _Reader, where: str) -> tuple[ColumnProfile, list[tuple[str, bytes]]]:
+    """Parse one column's header; returns it with its sketch bytes still to be validated."""
+    if not isinstance(obj, dict):
+        raise ProfileFormatError(f"{where}: column entry must be an object")
+    name = r.str_(obj, "name", where)
+    assert name is not None
+    where = f"{where} {name!r}"
+    declared = obj.get("declared_kind")
+    if declared is not None and declared not in KINDS:
+        raise ProfileFormatError(f"{where}: unknown declared kind {declared!r}")
+    lim = r.limits
+    col = ColumnProfile(
+        name,
+        kind=declared,
+        kll_k=r.int_(obj, "kll_k", where, lo=8, hi=lim.max_kll_k),
+        freq_lg=r.int_(obj, "freq_lg", where, lo=3, hi=lim.max_freq_lg),
+        hll_lg=r.int_(obj, "hll_lg", where, lo=4, hi=lim.max_hll_lg),
+        n_extremes=r.int_(obj, "n_extremes", where, hi=lim.max_extremes),
+        max_category_length=r.int_(obj, "max_category_length", where, hi=2**31),
+    )
+    for field in ("count", "missing", "non_finite", "n_numeric", "n_categorical", "n_text", "n_other"):
+        setattr(col, field, r.int_(obj, field, where))
+    parts = col.missing + col.non_finite + col.n_numeric + col.n_categorical + col.n_text + col.n_other
+    if parts != col.count:
+        raise ProfileFormatError(f"{where}: value counts add up to {parts}, not to count={col.count}")
+    sketches: list[tuple[str, bytes]] = []
+    num = obj.get("numeric")
+    if num is not None:
+        if not isinstance(num, dict):
+            raise ProfileFormatError(f"{where}: 'numeric' must be an object")
+        summary = NumericSummary(col._kll_k, col.n_extremes)
+        summary.n = r.int_(num, "n", where)
+        if summary.n != col.n_numeric:
+            raise ProfileFormatError(f"{where}: numeric n={summary.n} differs from n_numeric={col.n_numeric}")
+        summary.mean = r.float_(num, "mean", where)
+        summary.m2 = r.float_(num, "m2", where)
+        summary.min = r.float_(num, "min", where)
+        summary.max = r.float_(num, "max", where)
+        sketches.append(("kll", r.blob_ref(num, "kll", where)))
+        summary.low = _floats(r.blob_ref(num, "low", where), where, col.n_extremes)
+        summary.high = _floats(r.blob_ref(num, "high", where), where, col.n_extremes)
+        col.numeric = summary
+    elif col.n_numeric:
+        raise ProfileFormatError(f"{where}: n_numeric={col.n_numeric} but no numeric summary")
+    if "freq" in obj or "hll" in obj:
+        sketches.append(("freq", r.blob_ref(obj, "freq", where)))
+        sketches.append(("hll", r.blob_ref(obj, "hll", where)))
+    if "text_length" in obj:
+        sketches.append(("text_length", r.blob_ref(obj, "text_length", where)))
+    return col, sketches
+
+
+def _attach_sketches(col: ColumnProfile, sketches: list[tuple[str, bytes]], lim: WireLimits, where: str) -> None:
+    """Validate each sketch's structure, then deserialize and cross-check it with the counters."""
+    for kind, data in sketches:
+        if kind == "kll":
+            kll = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+            assert col.numeric is not None
+            if kll.n != col.numeric.n or kll.k != col._kll_k:
+                raise ProfileFormatError(f"{where}: numeric sketch holds n={kll.n}, k={kll.k}; header says n={col.numeric.n}, k={col._kll_k}")
+            col.numeric.kll = kll
+        elif kind == "freq":
+            col.freq = FrequentSketch.from_bytes(data, max_lg_map_size=lim.max_freq_lg)
+            if col.freq.total_weight != col.n_categorical:
+                raise ProfileFormatError(
+                    f"{where}: category sketch weight {col.freq.total_weight} differs from n_categorical={col.n_categorical}"
+                )
+        elif kind == "hll":
+            col.hll = HllSketch.from_bytes(data, max_lg_k=lim.max_hll_lg)
+        else:
+            col.text_length = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+            if col.text_length.n != col.n_text:
+                raise ProfileFormatError(f"{where}: text length sketch n={col.text_length.n} differs from n_text={col.n_text}")
+
+
+def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits: WireLimits | None = None) -> Profile:
+    lim = limits or _DEFAULT_LIMITS
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProfileFormatError(f"profile data must be bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    if len(view) > lim.max_bytes:
+        raise ProfileFormatError(f"profile is {len(view)} bytes, over the {lim.max_bytes}-byte limit")
+    if len(view) < _PREFIX.size + _TRAILER:
+        raise ProfileFormatError(f"profile is {len(view)} bytes: too short to be an mlwatch profile")
+    magic, version, flags, head_len = _PREFIX.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ProfileFormatError(f"not an mlwatch profile (magic {bytes(magic)!r}, expected {MAGIC!r})")
+    if version != FORMAT_VERSION:
+        raise ProfileFormatError(
+            f"unsupported profile format version {version}; this mlwatch reads version {FORMAT_VERSION}"
+        )
+    if flags & ~_FLAG_HMAC:
+        raise ProfileFormatError(f"unknown flags 0x{flags:04x} in profile header")
+    if head_len > lim.max_header_bytes or _PREFIX.size + head_len > len(view) - _TRAILER:
+        raise ProfileFormatError(f"header length {head_len} does not fit in a {len(view)}-byte profile")
+    body = view[: len(view) - _TRAILER]
+    trailer = bytes(view[len(view) - _TRAILER :])
+    signed = bool(flags & _FLAG_HMAC)
+    if hmac_keys is not None and not signed:
+        raise ProfileFormatError("profile is not signed, but a signature is required")
+    if not signed and not hmac.compare_digest(hashlib.sha256(body).digest(), trailer):
+        raise ProfileFormatError("profile checksum mismatch: the bytes are corrupted or truncated")
+    try:
+        header = json.loads(bytes(view[_PREFIX.size : _PREFIX.size + head_len]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProfileFormatError(f"profile header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProfileFormatError("profile header must be a JSON object")
+    if signed:
+        sig = header.get("signature")
+        key_id = sig.get("key_id") if isinstance(sig, dict) else None
+        if hmac_keys is None:
+            # Without keys a signed profile can only be checked for the header's integrity: accept
+            # it (a local file, say) but the payload's authenticity is not established.
+            pass
+        elif not isinstance(key_id, str) or key_id not in hmac_keys:
+            raise ProfileFormatError(f"profile is signed with an unknown key id {key_id!r}")
+        else:
+            expected = hmac.new(hmac_keys[key_id], body, hashlib.sha256).digest()
+            if not hmac.compare_digest(expected, trailer):
+                raise ProfileFormatError("profile signature does not verify: forged or corrupted")
+    blob = body[_PREFIX.size + head_len :]
+    return _profile_from_header(header, blob, lim)
+
+
+def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimits) -> Profile:
+    r = _Reader(blob, lim)
+    model = r.str_(header, "model", "profile")
+    assert model is not None
+    segment = header.get("segment")
+    if not isinstance(segment, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in segment.items()):
+        raise ProfileFormatError("profile: 'segment' must be an object of strings")
+    ws, we = header.get("window_start"), header.get("window_end")
+    for key, w in (("window_start", ws), ("window_end", we)):
+        if w is not None and (type(w) not in (int, float) or not math.isfinite(w)):
+            raise ProfileFormatError(f"profile: {key!r} must be a finite number or null")
+    p = Profile(
+        model,
+        version=r.str_(header, "version", "profile", optional=True),
+        segment=segment,
+        window_start=None if ws is None else float(ws),
+        window_end=None if we is None else float(we),
+    )
+    p.rows = r.int_(header, "rows", "profile")
+    p.calls = r.int_(header, "calls", "profile")
+    p.dropped = r.int_(header, "dropped", "profile")
+    errors = header.get("errors")
+    if not isinstance(errors, dict) or len(errors) > lim.max_columns:
+        raise ProfileFormatError("profile: 'errors' must be an object of counts")
+    for name in errors:
+        r.str_({"e": name}, "e", "profile error type")
+        p.errors[name] = r.int_(errors, name, "profile errors")
+    pending: list[tuple[ColumnProfile, list[tuple[str, bytes]], str]] = []
+    latency_bytes = r.blob_ref(header, "latency", "profile latency") if header.get("latency") is not None else None
+    for section, target in (("columns", p.columns), ("outputs", p.outputs)):
+        entries = header.get(section)
+        if not isinstance(entries, list) or len(entries) > lim.max_columns:
+            raise ProfileFormatError(f"profile: {section!r} must be a list of at most {lim.max_columns} columns")
+        for i, entry in enumerate(entries):
+            col, sketches = _column_in(entry, r, f"{section}[{i}]")
+            if col.name in target:
+                raise ProfileFormatError(f"profile: column {col.name!r} appears twice in {section!r}")
+            target[col.name] = col
+            pending.append((col, sketches, f"{section} {col.name!r}"))
+    r.check_tiling()
+    # Only now, with every reference and counter consistent, does any sketch reach native code.
+    if latency_bytes is not None:
+        p.latency = KllSketch.from_bytes(latency_bytes, max_k=lim.max_kll_k)
+    for col, sketches, where in pending:
+        _attach_sketches(col, sketches, lim, where)
+    return p
