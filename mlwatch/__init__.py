@@ -9,6 +9,10 @@ from __future__ import annotations
 from mlwatch._errors import ConfigError, MlwatchError, ProfileFormatError, ProfileMergeError
 from mlwatch._wire import FORMAT_VERSION, WireLimits
 from mlwatch.column import ColumnProfile
+from mlwatch.config import Exporter, Settings
+from mlwatch.lifecycle import configure, flush, health, shutdown
+from mlwatch.local_export import LocalFileExporter
+from mlwatch.monitor import Observation, monitor, observe
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
 
@@ -24,14 +28,24 @@ __all__ = [
     "FORMAT_VERSION",
     "ColumnProfile",
     "ConfigError",
+    "Exporter",
+    "LocalFileExporter",
     "MlwatchError",
+    "Observation",
     "Profile",
     "ProfileConfig",
     "ProfileFormatError",
     "ProfileMergeError",
+    "Settings",
     "WireLimits",
     "__version__",
+    "configure",
+    "flush",
+    "health",
     "load",
     "merge",
+    "monitor",
+    "observe",
     "profile",
+    "shutdown",
 ]

@@ -7,12 +7,13 @@ pandas, polars and pyarrow are recognised by their module name and never importe
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["to_columns"]
+__all__ = ["TypedColumn", "to_columns"]
 
 Columns = dict[str, Any]
 
@@ -117,6 +118,8 @@ def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None) -> tupl
     if n == 0:
         return 0, {}
     first = rows[0]
+    if type(first) is dict and set(map(type, rows)) == {dict}:
+        return n, _from_dict_rows(rows)
     if isinstance(first, Mapping):
         keys: dict[Any, None] = {}
         for row in rows:
@@ -136,3 +139,56 @@ def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None) -> tupl
         return n, cols
     name = str(feature_names[0]) if feature_names is not None and len(feature_names) == 1 else "value"
     return n, {name: list(rows)}
+
+
+class TypedColumn(list[Any]):
+    """A column as a list, carrying the set of its values' types (computed once, reused)."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, values: list[Any], types: set[type]) -> None:
+        super().__init__(values)
+        self.types = types
+
+
+def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
+    """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
+
+    The transposition runs in C (`itemgetter` + `zip`) when every row has the first row's keys.
+    An absent key reads as None, which is what it means (missing). Keys the first row lacks can
+    only hide in rows longer than the first, or in rows that miss one of its keys (and so hold
+    a None in some column): only those rows are scanned for extra keys.
+    """
+    first = rows[0]
+    keys = list(first)
+    n0 = len(keys)
+    cols: dict[Any, list[Any]]
+    complete = True
+    try:
+        if n0 == 0:
+            cols = {}
+        elif n0 == 1:
+            cols = {keys[0]: [r[keys[0]] for r in rows]}
+        else:
+            cols = dict(zip(keys, map(list, zip(*map(operator.itemgetter(*keys), rows))), strict=True))
+    except KeyError:
+        complete = False
+        cols = {k: [r.get(k) for r in rows] for k in keys}
+    types = {k: set(map(type, v)) for k, v in cols.items()}
+    suspects: set[int] = set()
+    if not complete or sum(map(len, rows)) != n0 * len(rows):
+        suspects.update(i for i, length in enumerate(map(len, rows)) if length != n0)
+    if not complete:
+        for k, col in cols.items():
+            if type(None) in types[k]:
+                suspects.update(i for i, v in enumerate(col) if v is None)
+    if suspects:
+        extra: dict[Any, None] = {}
+        for i in suspects:
+            for key in rows[i]:
+                if key not in first:
+                    extra[key] = None
+        for key in extra:
+            cols[key] = [r.get(key) for r in rows]
+            types[key] = set(map(type, cols[key]))
+    return {(k if type(k) is str else str(k)): TypedColumn(v, types[k]) for k, v in cols.items()}

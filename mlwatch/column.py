@@ -255,11 +255,9 @@ class ColumnProfile:
 
     def _update_objects(self, values: list[Any]) -> None:
         """Python objects: classify each distinct value once, with its count."""
-        try:
+        types: set[type] | None = getattr(values, "types", None)  # precomputed by TypedColumn
+        if types is None:
             types = set(map(type, values))
-        except Exception:  # an iterator that raises: count the batch as unusable
-            self.n_other += len(values)
-            return
         if types <= _FAST_NUMERIC and self.declared_kind in (None, "numeric"):
             try:
                 floats = np.array(values, dtype=np.float64)

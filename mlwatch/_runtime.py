@@ -1,0 +1,475 @@
+"""The in-process pipeline behind `@monitor`: bounded buffers, the aggregator thread, windows.
+
+Hot path (the caller's thread): `Recorder.record` appends one tuple of references and copies to
+a bounded deque. Nothing else: no lock, no sketch update, no I/O.
+
+Aggregator (one daemon thread per process): every `flush_interval`, or sooner when a buffer
+fills up, drains each buffer, groups records by epoch-aligned window and segment, and profiles
+them in batches. Windows close once their end has passed; closed profiles of the same identity
+and window are merged and handed to the exporters outside the aggregation lock.
+
+Fork safety: `os.register_at_fork` takes the aggregation lock before a fork (so no child inherits
+a half-updated profile), releases it in the parent, and in the child drops the parent's records
+and open windows and lets the first new record start a fresh worker thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import operator
+import os
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from mlwatch._extract import PREDICTION, Binding, CallInputs, apply_rows, split_by_segment, split_inputs, split_outputs
+from mlwatch._extract import SCALAR_TYPES as _SCALAR_TYPES
+from mlwatch._health import HEALTH, logger
+from mlwatch._snapshot import IMMUTABLE as _IMMUTABLE
+from mlwatch._snapshot import snapshot, snapshot_args
+from mlwatch.config import Exporter, Settings
+from mlwatch.profile import Profile
+from mlwatch.profiling import ProfileConfig, update_profile
+
+__all__ = ["RUNTIME", "Recorder", "Runtime"]
+
+_FIRST = operator.itemgetter(0)
+OTHER_SEGMENT = "__other__"
+MISSING_SEGMENT = "__missing__"
+
+# A record: (start perf ns, duration ns, args or None, kwargs or None, result, error type or None, sampled)
+Record = tuple[int, int, Any, Any, Any, str | None, bool]
+
+
+class Recorder:
+    """One monitored function (or `observe` site): its buffer and its open windows."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        model: str,
+        version: str | None,
+        binding: Binding,
+        config: ProfileConfig,
+        output_config: ProfileConfig,
+        segment_by: tuple[str, ...],
+        sample_rate: float,
+        window_seconds: float | None,
+    ) -> None:
+        self.runtime = runtime
+        self.model = model
+        self.version = version
+        self.binding = binding
+        self.config = config
+        self.output_config = output_config
+        self.segment_by = segment_by
+        self.sample_rate = sample_rate
+        self.window_seconds = window_seconds
+        self.queue: deque[Record] = deque()
+        self.open: dict[tuple[float, str], Profile] = {}
+        self.closed_upto = float("-inf")
+        self.record = self.make_record()
+
+    # ------------------------------------------------------------------ hot path
+    def make_record(self) -> Callable[[int, int, tuple[Any, ...], dict[str, Any] | None, Any, BaseException | None], None]:
+        """The hot-path function for this recorder: a closure over everything it needs.
+
+        Buffers one call; never raises, never blocks; a full buffer drops and counts. The common
+        shape (one dict argument, a scalar result, no sampling) takes a copy-and-append fast path.
+        """
+        queue = self.queue  # the same deque for the recorder's life (reset() clears it in place)
+        runtime = self.runtime
+        skip = self.binding.skip
+        sample_rate = self.sample_rate
+        immutable = _IMMUTABLE
+        rand = random.random
+        count_error = HEALTH.count_error
+
+        def record(t0: int, duration: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None, result: Any, exc: BaseException | None) -> None:
+            try:
+                if len(queue) >= runtime.capacity:
+                    HEALTH.count_dropped("buffer_full")
+                    return
+                if exc is None and not kwargs and sample_rate == 1.0 and len(args) == skip + 1 and type(result) in immutable:
+                    first = args[skip]
+                    if type(first) is dict:
+                        queue.append((t0, duration, (first.copy(),), None, result, None, True))
+                    else:
+                        queue.append((t0, duration, (snapshot(first),), None, result, None, True))
+                else:
+                    err = None if exc is None else type(exc).__name__
+                    if sample_rate < 1.0 and rand() >= sample_rate:
+                        queue.append((t0, duration, None, None, None, err, False))
+                    else:
+                        try:
+                            kept_args = snapshot_args(args, skip)
+                            kept_kwargs = {k: snapshot(v) for k, v in kwargs.items()} if kwargs else None
+                            kept_result = snapshot(result) if exc is None else None
+                        except Exception as copy_exc:  # an argument that cannot be copied: keep the call, lose its data
+                            count_error("capture", copy_exc)
+                            queue.append((t0, duration, None, None, None, err, False))
+                        else:
+                            queue.append((t0, duration, kept_args, kept_kwargs, kept_result, err, True))
+                if len(queue) >= runtime.batch_size:
+                    runtime.wake.set()
+                if not runtime.running:
+                    runtime.start_worker()
+            except Exception as e:
+                count_error("capture", e)
+
+        return record
+
+    # ------------------------------------------------------------------ aggregation (worker thread)
+    def drain(self) -> list[Record]:
+        queue = self.queue
+        n = len(queue)
+        popleft = queue.popleft
+        return [popleft() for _ in range(n)]
+
+    def _segment_of(self, row: Mapping[str, Any] | None) -> dict[str, str]:
+        if not self.segment_by:
+            return {}
+        if row is None:
+            return dict.fromkeys(self.segment_by, MISSING_SEGMENT)
+        out = {}
+        for key in self.segment_by:
+            value = row.get(key, MISSING_SEGMENT)
+            out[key] = MISSING_SEGMENT if value is None else str(value)[:200]
+        return out
+
+    def _profile_for(self, window: float, segment: dict[str, str], width: float) -> Profile:
+        key = (window, _segment_key(segment))
+        prof = self.open.get(key)
+        if prof is not None:
+            return prof
+        if segment and sum(1 for w, _ in self.open if w == window) >= self.runtime.settings.max_segments:
+            segment = dict.fromkeys(segment, OTHER_SEGMENT)  # bounded memory whatever the cardinality
+            key = (window, _segment_key(segment))
+            prof = self.open.get(key)
+            if prof is not None:
+                return prof
+        return self._new(key, window, segment, width)
+
+    def _new(self, key: tuple[float, str], window: float, segment: dict[str, str], width: float) -> Profile:
+        prof = Profile(self.model, version=self.version, segment=segment, window_start=window, window_end=window + width)
+        self.open[key] = prof
+        return prof
+
+    def aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
+        """Fold drained records into their windows' profiles, batching per (window, segment)."""
+        width = self.window_seconds or self.runtime.settings.window_seconds
+        width_ns = int(width * 1e9)
+        starts = np.fromiter((r[0] for r in records), dtype=np.int64, count=len(records)) + wall_offset_ns
+        windows = starts - starts % width_ns
+        if windows[0] == windows[-1] and (windows == windows[0]).all():
+            by_window: dict[int, list[Record]] = {int(windows[0]): records}
+        else:
+            by_window = {}
+            for w, rec in zip(windows.tolist(), records, strict=True):
+                by_window.setdefault(w, []).append(rec)
+        for w_ns, recs in by_window.items():
+            window = w_ns / 1e9
+            if window + width <= self.closed_upto:  # its window already went out: count it, keep it
+                HEALTH.late_records += len(recs)
+                window = self.closed_upto
+            if not self.segment_by:
+                self._fold(self._profile_for(window, {}, width), recs, None)
+                continue
+            groups: dict[str, tuple[Profile, list[Record], CallInputs]] = {}
+            for rec in recs:
+                inputs = CallInputs()
+                if rec[6]:
+                    split_inputs(self.binding, rec[2], rec[3], inputs)
+                for segment, part in self._segments(inputs, rec):
+                    prof = self._profile_for(window, segment, width)
+                    group = groups.get(prof.segment_key)
+                    if group is None:
+                        group = groups[prof.segment_key] = (prof, [], CallInputs())
+                    if part is None:  # the call as a whole belongs to this segment
+                        group[1].append(rec)
+                        group[2].rows.extend(inputs.rows)
+                        group[2].batches.extend(inputs.batches)
+                    else:  # some rows of a batch input belong to this segment
+                        group[2].batches.append(part)
+            for prof, seg_recs, seg_inputs in groups.values():
+                self._fold(prof, seg_recs, seg_inputs)
+        HEALTH.aggregated_records += len(records)
+
+    def _segments(self, inputs: CallInputs, rec: Record) -> list[tuple[dict[str, str], Any]]:
+        """Which segment a call belongs to; a batch whose rows carry the segment column is split."""
+        row = inputs.rows[0] if inputs.rows else _kw_row(self.binding, rec)
+        if not inputs.batches or (row is not None and all(k in row for k in self.segment_by)):
+            return [(self._segment_of(row), None)]
+        out: list[tuple[dict[str, str], Any]] = [(self._segment_of(row), None)]  # the call's own counters
+        for batch in inputs.batches:
+            out.extend(split_by_segment(batch, self.segment_by))
+        inputs.batches.clear()
+        return out
+
+    def _fold(self, prof: Profile, recs: list[Record], inputs: CallInputs | None) -> None:
+        """Add calls (and their inputs and outputs) to one profile, each column updated once.
+
+        Records are transposed in C (`zip(*recs)`) so that the common shapes (one dict argument,
+        a scalar result) cost no per-record Python loop at all.
+        """
+        n = len(recs)
+        if n:
+            starts, durations, all_args, all_kwargs, results, errors, sampled = zip(*recs, strict=True)
+            del starts
+            prof.calls += n
+            lat = np.fromiter(durations, dtype=np.float64, count=n) / 1e9
+            prof.record_latency(lat[lat >= 0], k=self.config.kll_k)
+            if errors.count(None) != n:
+                for name, c in Counter(errors).items():
+                    if name is not None:
+                        prof.errors[name] = prof.errors.get(name, 0) + c
+            all_sampled = all(sampled)
+        if inputs is None:  # unsegmented: split the inputs here
+            inputs = CallInputs()
+            if n:
+                self._split_all(inputs, all_args, all_kwargs, sampled, all_sampled)
+        apply_rows(prof, inputs.rows, self.config, "columns")
+        for batch in inputs.batches:
+            update_profile(prof, batch, self.config)
+        if not n:
+            return
+        out_rows: list[dict[str, Any]] = []
+        out_batches: list[Any] = []
+        kept = results if all_sampled else [r for r, s in zip(results, sampled, strict=True) if s]
+        kinds = set(map(type, kept))
+        if kinds <= _SCALAR_TYPES:  # errors left None results: they are skipped as missing outputs
+            scalars = list(kept) if type(None) not in kinds else [r for r in kept if r is not None]
+            if scalars:
+                out_batches.append({PREDICTION: scalars})
+        else:
+            for r in kept:
+                split_outputs(r, out_rows, out_batches)
+        apply_rows(prof, out_rows, self.output_config, "outputs")
+        for batch in out_batches:
+            update_profile(prof, batch, self.output_config, section="outputs")
+
+    def _split_all(self, inputs: CallInputs, all_args: tuple[Any, ...], all_kwargs: tuple[Any, ...], sampled: tuple[bool, ...], all_sampled: bool) -> None:
+        """Inputs of many calls: one list of dict rows in the common case, per call otherwise."""
+        if all_sampled and all_kwargs.count(None) == len(all_kwargs) and set(map(len, all_args)) == {1}:
+            firsts = list(map(_FIRST, all_args))
+            if set(map(type, firsts)) == {dict} and (not firsts[0] or type(next(iter(firsts[0].values()))) in _SCALAR_TYPES):
+                inputs.rows.extend(firsts)
+                return
+        binding = self.binding
+        for args, kwargs, s in zip(all_args, all_kwargs, sampled, strict=True):
+            if s:
+                split_inputs(binding, args, kwargs, inputs)
+
+    def close_due(self, now: float, *, everything: bool = False) -> list[Profile]:
+        """Remove and return the profiles whose window has ended (all of them when flushing)."""
+        grace = 2 * self.runtime.settings.flush_interval
+        due = [k for k, p in self.open.items() if everything or (p.window_end or 0) + grace <= now]
+        out = []
+        for key in due:
+            prof = self.open.pop(key)
+            out.append(prof)
+            if not everything:
+                self.closed_upto = max(self.closed_upto, prof.window_end or self.closed_upto)
+        return out
+
+    def reset(self) -> None:
+        """Forget buffered records and open windows (a forked child starts empty)."""
+        self.queue.clear()
+        self.open = {}
+
+
+def _segment_key(segment: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(segment.items()))
+
+
+def _kw_row(binding: Binding, rec: Record) -> dict[str, Any] | None:
+    if not rec[6]:
+        return None
+    row: dict[str, Any] = {binding.name_of(i): a for i, a in enumerate(rec[2] or ())}
+    if rec[3]:
+        row.update(rec[3])
+    return row
+
+
+class Runtime:
+    """The process's single pipeline: settings, recorders, the worker thread, the exporters."""
+
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.capacity = self.settings.buffer_size
+        self.batch_size = 1024
+        self.recorders: list[Recorder] = []
+        self.lock = threading.Lock()  # held while aggregating and closing; never on the hot path
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.worker: threading.Thread | None = None
+        self.worker_pid = -1
+        self.running = False  # read on the hot path instead of os.getpid() (a syscall)
+        self._exporters: list[Exporter] | None = None
+        self._shut_down = False
+        self._start_lock = threading.Lock()
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_parent, after_in_child=self._after_fork_child)
+        atexit.register(self.shutdown)
+
+    # ------------------------------------------------------------------ configuration
+    def configure(self, settings: Settings) -> None:
+        with self.lock:
+            old = self._exporters
+            self.settings = settings
+            self.capacity = settings.buffer_size
+            self._exporters = None
+        if old:
+            for exp in old:
+                try:
+                    exp.shutdown()
+                except Exception as exc:
+                    HEALTH.count_error("export_shutdown", exc)
+
+    def exporters(self) -> list[Exporter]:
+        if self._exporters is None:
+            if self.settings.exporters is not None:
+                self._exporters = list(self.settings.exporters)
+            else:
+                from mlwatch.local_export import LocalFileExporter
+
+                self._exporters = [LocalFileExporter(self.settings.data_dir, max_bytes=self.settings.max_disk_bytes)]
+        return self._exporters
+
+    def add_recorder(self, recorder: Recorder) -> None:
+        with self.lock:
+            self.recorders.append(recorder)
+
+    # ------------------------------------------------------------------ worker
+    def start_worker(self) -> None:
+        with self._start_lock:
+            pid = os.getpid()
+            if self.worker_pid == pid or self._shut_down:
+                return
+            self.stop = threading.Event()
+            self.worker = threading.Thread(target=self._run, name="mlwatch-aggregator", daemon=True)
+            self.worker_pid = pid
+            self.running = True
+            self.worker.start()
+
+    def _run(self) -> None:
+        stop, wake = self.stop, self.wake
+        while not stop.is_set():
+            wake.wait(self.settings.flush_interval)
+            wake.clear()
+            start = time.thread_time()
+            try:
+                self.process(close_all=False)
+            except Exception as exc:  # the loop itself must survive anything
+                HEALTH.count_error("worker", exc)
+            HEALTH.worker_cpu_seconds += time.thread_time() - start
+
+    def process(self, *, close_all: bool) -> int:
+        """Drain, aggregate, close due windows, export. Returns the number of profiles exported."""
+        with self.lock:
+            offset = time.time_ns() - time.perf_counter_ns()
+            now = time.time()
+            closed: list[Profile] = []
+            for rec in list(self.recorders):
+                try:
+                    records = rec.drain()
+                    if records:
+                        rec.aggregate(records, offset)
+                except Exception as exc:
+                    HEALTH.count_error("aggregate", exc)
+                try:
+                    closed.extend(rec.close_due(now, everything=close_all))
+                except Exception as exc:
+                    HEALTH.count_error("window", exc)
+        if not closed:
+            return 0
+        merged = _merge_same_identity(closed)
+        for exp in self.exporters():
+            try:
+                exp.export(merged)
+                HEALTH.count_export(type(exp).__name__, len(merged))
+            except Exception as exc:
+                HEALTH.count_export_failure(type(exc).__name__, len(merged))
+                HEALTH.count_error("export", exc)
+        return len(merged)
+
+    def flush(self) -> int:
+        """Close every open window now and export it; returns the number of profiles exported."""
+        try:
+            return self.process(close_all=True)
+        except Exception as exc:
+            HEALTH.count_error("flush", exc)
+            return 0
+
+    def shutdown(self) -> None:
+        """Stop the worker, flush once (bounded by `shutdown_timeout`), shut the exporters down."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.stop.set()
+        self.wake.set()
+        worker = self.worker
+        if worker is not None and worker.is_alive() and self.worker_pid == os.getpid():
+            worker.join(self.settings.shutdown_timeout)
+        done = threading.Event()
+
+        def final() -> None:
+            self.flush()
+            for exp in self._exporters or []:
+                try:
+                    exp.shutdown()
+                except Exception as exc:
+                    HEALTH.count_error("export_shutdown", exc)
+            done.set()
+
+        t = threading.Thread(target=final, name="mlwatch-shutdown", daemon=True)
+        t.start()
+        if not done.wait(self.settings.shutdown_timeout):
+            logger.warning("mlwatch: final flush did not finish within %.1fs; its profiles are lost", self.settings.shutdown_timeout)
+
+    def restart(self) -> None:
+        """Undo `shutdown()` (tests, and applications that reconfigure after stopping)."""
+        self._shut_down = False
+        self.worker_pid = -1
+        self.running = False
+
+    # ------------------------------------------------------------------ fork safety
+    def _before_fork(self) -> None:
+        self.lock.acquire()
+
+    def _after_fork_parent(self) -> None:
+        self.lock.release()
+
+    def _after_fork_child(self) -> None:
+        self.lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+        self.worker = None
+        self.worker_pid = -1
+        self.running = False
+        for rec in self.recorders:
+            rec.reset()
+        self._exporters = None  # exporters hold threads and sockets of the parent
+        HEALTH.reset()
+
+
+def _merge_same_identity(profiles: list[Profile]) -> list[Profile]:
+    """Profiles of one (model, version, segment, window) from several functions become one."""
+    out: dict[tuple[Any, ...], Profile] = {}
+    for p in profiles:
+        key = (p.model, p.version, p.segment_key, p.window_start)
+        have = out.get(key)
+        if have is None:
+            out[key] = p
+        else:
+            have.merge_in(p)
+    return list(out.values())
+
+
+RUNTIME = Runtime()
