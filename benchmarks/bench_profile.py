@@ -175,30 +175,46 @@ def _load_drift() -> tuple[Callable[[Any, Any], Any] | None, str]:
 
 
 def _drift_summary(report: Any) -> dict[str, Any]:
-    """Which features mlwatch's drift report flags, read defensively (the report type is young)."""
+    """Counts and drifted columns of a `mlwatch.drift.DriftReport`, read defensively (a young API)."""
     out: dict[str, Any] = {"type": type(report).__name__}
-    for attr in ("drifted_features", "drifted", "share_drifted", "drift_share", "dataset_drift", "verdict"):
+    for attr in ("n_columns", "n_drifted", "share", "dataset_drift", "drifted_columns"):
         value = getattr(report, attr, None)
         if value is not None and not callable(value):
-            out[attr] = sorted(value) if isinstance(value, (set, frozenset, list, tuple)) else value
+            out[attr] = value
+    methods: dict[str, str] = {}
+    for col in getattr(report, "columns", ()):
+        name, method = getattr(col, "column", None), getattr(col, "method", None)
+        if isinstance(name, str) and method is not None:
+            methods[name] = str(method)
+    if methods:
+        out["methods"] = sorted(set(methods.values()))
     return out
 
 
 def _evidently_summary(snapshot: Any) -> dict[str, Any]:
-    """Drifted-column count and per-column scores from an Evidently 0.7 snapshot."""
+    """Drifted-column count, drifted columns and per-column scores from an Evidently 0.7 snapshot."""
     out: dict[str, Any] = {}
     try:
         metrics = snapshot.dict()["metrics"]
     except Exception as exc:
         return {"error": repr(exc)}
-    scores = {}
+    scores: dict[str, dict[str, Any]] = {}
     for m in metrics:
         cfg = m.get("config", {})
         if cfg.get("type", "").endswith("DriftedColumnsCount"):
-            out["drifted_count"] = m["value"].get("count")
-            out["drifted_share"] = m["value"].get("share")
+            count = m["value"].get("count")
+            out["n_drifted"] = int(count) if isinstance(count, (int, float)) else count
+            out["share"] = m["value"].get("share")
         elif "column" in cfg:
-            scores[cfg["column"]] = {"method": cfg.get("method"), "threshold": cfg.get("threshold"), "value": m.get("value")}
+            method, threshold, value = str(cfg.get("method")), cfg.get("threshold"), m.get("value")
+            # Evidently's convention: tests report a p-value (drift below the threshold), distances a
+            # score (drift at or above it).
+            drifted = None
+            if isinstance(value, (int, float)) and isinstance(threshold, (int, float)):
+                drifted = value < threshold if "p_value" in method else value >= threshold
+            scores[cfg["column"]] = {"method": method, "threshold": threshold, "value": value, "drifted": drifted}
+    out["drifted_columns"] = [name for name, s in scores.items() if s["drifted"]]
+    out["methods"] = sorted({s["method"] for s in scores.values()})
     out["columns"] = scores
     return out
 
@@ -264,7 +280,7 @@ def bench_batch_whylogs(cfg: Config, df: pd.DataFrame, why: ModuleType, log: Log
     counts = {name: int(c.get_metric("counts").n.value) for name, c in cols.items()}
     assert all(v == n for v in counts.values()), counts
     return {
-        "version": h.machine_info(["whylogs"])["packages"]["whylogs"],
+        "version": getattr(why, "__version__", None),
         "rows": n, "columns": df.shape[1], "values": values, "sliced": n < len(df),
         "load_1min_start": load0, "load_1min_end": h.load_average()[0], **timing.as_dict(),
         "values_per_s": values / timing.wall_median, "s_per_value": timing.wall_median / values,
@@ -486,13 +502,16 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         notes.append(
             f"Drift frames: 2 x {dm['rows']:,} rows x 12 (8 float64, 4 object strings); planted drift in "
             f"{len(PLANTED_DRIFT)} features ({', '.join(PLANTED_DRIFT)}). mlwatch split: profiles "
-            f"{h.fmt_seconds(dm['profile_median_s'])}, drift {h.fmt_seconds(dm['drift_median_s'])}; "
-            f"its report: {dm['summary']}."
+            f"{h.fmt_seconds(dm['profile_median_s'])}, drift {h.fmt_seconds(dm['drift_median_s'])}."
         )
+        sm = dm["summary"]
+        notes.append(f"mlwatch flagged {sm.get('n_drifted')} of {sm.get('n_columns')} columns "
+                     f"({', '.join(sm.get('drifted_columns', []))}; methods: {', '.join(sm.get('methods', []))}).")
         cpu.append(f"mlwatch+drift {dm['cpu_median_s'] / dm['wall_median_s']:.2f}")
     if de is not None:
         s = de["summary"]
-        notes.append(f"Evidently flagged {s.get('drifted_count')} of 12 columns as drifted.")
+        notes.append(f"Evidently flagged {s.get('n_drifted')} of {len(s.get('columns', {}))} columns "
+                     f"({', '.join(s.get('drifted_columns', []))}; methods: {', '.join(s.get('methods', []))}).")
         cpu.append(f"evidently {de['cpu_median_s'] / de['wall_median_s']:.2f}")
     notes.append("CPU time ÷ wall time (above 1: more than one core busy; below 1: the process waited for a core "
                  "other jobs held): " + ", ".join(cpu) + ".")

@@ -12,7 +12,7 @@ from mlwatch.column import ColumnProfile
 from mlwatch.config import Exporter, Settings
 from mlwatch.lifecycle import configure, flush, health, shutdown
 from mlwatch.local_export import LocalFileExporter
-from mlwatch.monitor import Observation, monitor, observe
+from mlwatch.monitoring import Observation, monitor, observe
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
 

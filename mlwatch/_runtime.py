@@ -61,8 +61,10 @@ class Recorder:
         segment_by: tuple[str, ...],
         sample_rate: float,
         window_seconds: float | None,
+        feature_names: tuple[str, ...] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.feature_names = feature_names
         self.model = model
         self.version = version
         self.binding = binding
@@ -101,7 +103,13 @@ class Recorder:
                     if type(first) is dict:
                         queue.append((t0, duration, (first.copy(),), None, result, None, True))
                     else:
-                        queue.append((t0, duration, (snapshot(first),), None, result, None, True))
+                        try:
+                            kept = snapshot(first)
+                        except Exception as copy_exc:  # cannot be copied: keep the call, lose its data
+                            count_error("capture", copy_exc)
+                            queue.append((t0, duration, None, None, None, None, False))
+                        else:
+                            queue.append((t0, duration, (kept,), None, result, None, True))
                 else:
                     err = None if exc is None else type(exc).__name__
                     if sample_rate < 1.0 and rand() >= sample_rate:
@@ -236,7 +244,7 @@ class Recorder:
                 self._split_all(inputs, all_args, all_kwargs, sampled, all_sampled)
         apply_rows(prof, inputs.rows, self.config, "columns")
         for batch in inputs.batches:
-            update_profile(prof, batch, self.config)
+            update_profile(prof, batch, self.config, feature_names=self.feature_names)
         if not n:
             return
         out_rows: list[dict[str, Any]] = []
@@ -435,8 +443,10 @@ class Runtime:
     def restart(self) -> None:
         """Undo `shutdown()` (tests, and applications that reconfigure after stopping)."""
         self._shut_down = False
-        self.worker_pid = -1
-        self.running = False
+        worker = self.worker
+        if worker is None or not worker.is_alive() or self.worker_pid != os.getpid():
+            self.worker_pid = -1
+            self.running = False
 
     # ------------------------------------------------------------------ fork safety
     def _before_fork(self) -> None:

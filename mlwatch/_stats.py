@@ -22,8 +22,9 @@ Why like this:
   Because the bins depend on the reference only, PSI scores of successive windows against one
   reference are comparable.
 - Jensen-Shannon (base 2, so in [0, 1]) and Hellinger are symmetric distances, so they use
-  symmetric bins: the union of both sides' `JS_BINS` (10) equal-mass quantile edges. A current
-  window that moves entirely outside the reference range then scores 1, not some fraction.
+  symmetric bins: `JS_BINS` (10) equal-mass bins of the pooled distribution (the even mixture of
+  both sides). A current window that moves entirely outside the reference range then scores 1,
+  not some fraction, and no bin is a sliver where sketching noise would dominate.
 - p-values use numpy/math only (scipy is an optional extra, and ``import mlwatch`` must not
   import it): the two-sample KS p-value follows ``scipy.stats.ks_2samp(method="asymp")``, i.e. the
   one-sample two-sided Kolmogorov distribution of size ``round(n*m/(n+m))`` evaluated with
@@ -35,6 +36,7 @@ Why like this:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +77,7 @@ FloatArray = npt.NDArray[np.float64]
 
 #: Equal-mass reference bins for PSI (edges at the reference's deciles).
 PSI_BINS = 10
-#: Equal-mass bins per side for Jensen-Shannon and Hellinger (edges: union of both sides' deciles).
+#: Equal-mass bins of the pooled distribution for Jensen-Shannon and Hellinger.
 JS_BINS = 10
 #: Floor for an empty bin's share in PSI, so one empty bin does not make PSI infinite.
 PSI_EPSILON = 1e-4
@@ -88,24 +90,82 @@ def _kll_items(kll: KllSketch) -> tuple[FloatArray, FloatArray]:
     """The KLL sketch's retained items and their weights, sorted by item.
 
     The adapter exposes no iterator yet, so this reads the wrapped native sketch, which yields
-    ``(item, weight)`` pairs; a few hundred pairs, once per comparison.
+    ``(item, weight)`` pairs: a few hundred pairs, once per comparison.
     """
     pairs = np.array(list(kll._sk), dtype=np.float64).reshape(-1, 2)
     order = np.argsort(pairs[:, 0], kind="stable")
     return pairs[order, 0], pairs[order, 1]
 
 
+def _right(xp: FloatArray, fp: FloatArray, t: FloatArray) -> FloatArray:
+    """Right limit at `t` of the polyline through knots (xp, fp); xp non-decreasing, repeats = jumps."""
+    idx = np.searchsorted(xp, t, side="right") - 1
+    last = xp.shape[0] - 1
+    i = np.clip(idx, 0, last - 1) if last > 0 else np.zeros_like(idx)
+    j = np.minimum(i + 1, last)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        dx = xp[j] - xp[i]
+        frac = np.where(dx > 0, (t - xp[i]) / np.where(dx > 0, dx, 1.0), 0.0)
+    inner = fp[i] + (fp[j] - fp[i]) * np.clip(frac, 0.0, 1.0)
+    out = np.where(idx >= last, fp[last], np.where(idx < 0, fp[0], inner))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _left(xp: FloatArray, fp: FloatArray, t: FloatArray) -> FloatArray:
+    """Left limit at `t` of the polyline through knots (xp, fp)."""
+    idx = np.searchsorted(xp, t, side="left")
+    last = xp.shape[0] - 1
+    j = np.clip(idx, 1, last) if last > 0 else np.zeros_like(idx)
+    i = np.maximum(j - 1, 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        dx = xp[j] - xp[i]
+        frac = np.where(dx > 0, (xp[j] - t) / np.where(dx > 0, dx, 1.0), 0.0)
+    inner = fp[j] - (fp[j] - fp[i]) * np.clip(frac, 0.0, 1.0)
+    out = np.where(idx > last, fp[last], np.where(idx <= 0, fp[0], inner))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _step_knots(values: FloatArray, counts: FloatArray, start: float, total: float) -> tuple[FloatArray, FloatArray]:
+    """Knots of an exact step CDF: each distinct value jumps by its count (ranks from `start`)."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    mass = np.bincount(inverse, weights=counts, minlength=uniq.shape[0]) / total
+    hi = start + np.cumsum(mass)
+    lo = hi - mass
+    return np.repeat(uniq, 2), np.column_stack((lo, hi)).reshape(-1)
+
+
+def _sketch_knots(values: FloatArray, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Knots of the sketched middle: one knot per lone item at its mid-rank, a jump per repeated value.
+
+    A value held by several items is a real atom (discrete data, ties): the CDF jumps over its
+    whole rank range. A lone item stands for the ranks around it: the CDF passes through its
+    mid-rank and is interpolated linearly between items, which removes the half-item bias of a
+    step at every item and keeps the middle of a continuous distribution continuous.
+    """
+    first = np.concatenate(([True], values[1:] != values[:-1]))
+    starts = np.flatnonzero(first)
+    ends = np.concatenate((starts[1:], [values.shape[0]])) - 1
+    v = values[starts]
+    g_lo, g_hi = lo[starts], hi[ends]
+    lone = starts == ends
+    mid = 0.5 * (g_lo + g_hi)
+    k_lo = np.where(lone, mid, g_lo)
+    k_hi = np.where(lone, mid, g_hi)
+    return np.repeat(v, 2), np.column_stack((k_lo, k_hi)).reshape(-1)
+
+
 @dataclass(frozen=True, eq=False)
 class SketchDistribution:
-    """A discrete distribution standing in for a column's values: step CDF, quantiles, moments.
+    """A CDF standing in for a column's values: a monotone polyline through knots ``(x, f)``.
 
-    ``values`` are ascending support points and ``cum`` the cumulative probability at each of
-    them (``cum[-1] == 1``). ``rank_error`` is 0 when the distribution is the exact sample and the
-    KLL sketch's a-priori normalized rank error (99 % confidence) otherwise.
+    Repeated ``x`` are jumps (exact values, atoms); between distinct knots the CDF is linear
+    (between lone KLL items) or flat (between exact values). ``f`` rises from 0 to 1.
+    ``rank_error`` is 0 when the CDF is the exact empirical one and the KLL sketch's a-priori
+    normalized rank error (99 % confidence) otherwise.
     """
 
-    values: FloatArray
-    cum: FloatArray
+    x: FloatArray
+    f: FloatArray
     n: int
     mean: float
     std: float
@@ -117,47 +177,50 @@ class SketchDistribution:
         return self.rank_error == 0.0
 
     @property
-    def probs(self) -> FloatArray:
-        """Probability of each support point."""
-        return np.diff(self.cum, prepend=0.0)
+    def min(self) -> float:
+        return float(self.x[0])
 
-    def cdf(self, x: npt.ArrayLike) -> FloatArray:
-        """P(X <= x) for each x."""
-        idx = np.searchsorted(self.values, np.asarray(x, dtype=np.float64), side="right")
-        return np.concatenate(([0.0], self.cum))[idx]
+    @property
+    def max(self) -> float:
+        return float(self.x[-1])
 
-    def cdf_below(self, x: npt.ArrayLike) -> FloatArray:
-        """P(X < x) for each x."""
-        idx = np.searchsorted(self.values, np.asarray(x, dtype=np.float64), side="left")
-        return np.concatenate(([0.0], self.cum))[idx]
+    def cdf(self, t: npt.ArrayLike) -> FloatArray:
+        """P(X <= t) for each t (a scalar gives a one-element array)."""
+        return _right(self.x, self.f, np.atleast_1d(np.asarray(t, dtype=np.float64)))
+
+    def cdf_below(self, t: npt.ArrayLike) -> FloatArray:
+        """P(X < t) for each t (a scalar gives a one-element array)."""
+        return _left(self.x, self.f, np.atleast_1d(np.asarray(t, dtype=np.float64)))
 
     def quantiles(self, ranks: npt.ArrayLike) -> FloatArray:
-        """The smallest support point whose CDF reaches each rank (inclusive, like KLL's default)."""
-        r = np.clip(np.asarray(ranks, dtype=np.float64), 0.0, 1.0)
-        idx = np.searchsorted(self.cum, r - _RANK_TOL, side="left")
-        return self.values[np.minimum(idx, self.values.shape[0] - 1)]
+        """The smallest t whose CDF reaches each rank (inclusive, like KLL's default)."""
+        r = np.clip(np.atleast_1d(np.asarray(ranks, dtype=np.float64)), 0.0, 1.0)
+        return _left(self.f, self.x, np.maximum(r - _RANK_TOL, 0.0))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_values(cls, values: npt.ArrayLike) -> SketchDistribution | None:
-        """The exact empirical distribution of finite raw values (None when there are none)."""
+        """The exact empirical distribution of the finite raw values (None when there are none)."""
         arr = np.asarray(values, dtype=np.float64).reshape(-1)
-        arr = np.sort(arr[np.isfinite(arr)])
-        if arr.shape[0] == 0:
+        arr = arr[np.isfinite(arr)]
+        n = int(arr.shape[0])
+        if n == 0:
             return None
         with np.errstate(over="ignore", invalid="ignore"):
-            mean = float(arr.mean())
-            std = float(arr.std())
-        return cls._build(arr, np.ones(arr.shape[0]), arr.shape[0], mean, std, 0.0)
+            mean, std = float(arr.mean()), float(arr.std())
+        x, f = _step_knots(arr, np.ones(n), 0.0, float(n))
+        return cls._build(x, f, n, mean, std, 0.0)
 
     @classmethod
     def from_summary(cls, summary: NumericSummary) -> SketchDistribution | None:
-        """Exact extremes for the tail ranks, KLL for the ranks between (None when empty).
+        """Exact extremes for the tail ranks, the KLL sketch for the ranks between (None when empty).
 
-        The ``len(low)`` smallest and ``len(high)`` largest ranks get their exact values, weight
-        1 each. The KLL items' rank intervals are cut to the middle ranks and their values
-        clamped between ``low[-1]`` and ``high[0]``, so the result stays a sorted distribution.
-        Mean and standard deviation are the summary's exact moments.
+        The ``len(low)`` smallest and ``len(high)`` largest ranks take their exact values. The KLL
+        items' rank intervals are cut to the middle ranks and their values clamped between
+        ``low[-1]`` and ``high[0]``. KLL's rank error tends to be one coherent offset over long
+        rank ranges (a few high-level compactions move every rank above them), which in a long
+        tail is a large error in value; so the sketch's ranks are shifted, by at most twice its
+        a-priori rank error, until the distribution's mean equals the exact mean.
         """
         n = int(summary.n)
         if n <= 0:
@@ -169,72 +232,140 @@ class SketchDistribution:
         if n <= e_l + e_h:  # the extremes hold the whole sample: low, then the part of high beyond it
             sample = np.concatenate((low, high[e_l + e_h - n :]))
             if sample.shape[0] == n:
-                return cls._build(sample, np.ones(n), n, mean, std, 0.0)
+                x, f = _step_knots(sample, np.ones(n), 0.0, float(n))
+                return cls._build(x, f, n, mean, std, 0.0)
         kll = summary.kll
-        if kll.is_empty():  # inconsistent state (never produced by profiling): use what is exact
-            sample = np.sort(np.concatenate((low, high)))
+        items, weights = _kll_items(kll) if not kll.is_empty() else (np.empty(0), np.empty(0))
+        if items.shape[0] == n and np.all(weights == 1.0):  # KLL has not compacted yet: exact
+            x, f = _step_knots(items, weights, 0.0, float(n))
+            return cls._build(x, f, n, mean, std, 0.0)
+        if items.shape[0] == 0:  # inconsistent state (profiling never makes it): keep what is exact
+            sample = np.concatenate((low, high))
             if sample.shape[0] == 0:
                 return None
-            return cls._build(sample, np.ones(sample.shape[0]), n, mean, std, 0.0)
-        items, weights = _kll_items(kll)
+            x, f = _step_knots(sample, np.ones(sample.shape[0]), 0.0, float(sample.shape[0]))
+            return cls._build(x, f, n, mean, std, 0.0)
+        floor_v = float(low[-1]) if e_l else float(kll.min)
+        ceil_v = float(high[0]) if e_h else float(kll.max)
+        low_x, low_f = _step_knots(low, np.ones(e_l), 0.0, float(n))
+        high_x, high_f = _step_knots(high, np.ones(e_h), 1.0 - e_h / n, float(n))
+        a, b = e_l / n, 1.0 - e_h / n
         total = float(weights.sum())
         c_hi = np.cumsum(weights) / total
         c_lo = c_hi - weights / total
-        a, b = e_l / n, 1.0 - e_h / n
-        mass = np.clip(np.minimum(c_hi, b) - np.maximum(c_lo, a), 0.0, None)
-        keep = mass > 0.0
-        mid = items[keep]
-        if e_l:
-            mid = np.maximum(mid, low[-1])
-        if e_h:
-            mid = np.minimum(mid, high[0])
-        values = np.concatenate((low, mid, high))
-        weights_n = np.concatenate((np.ones(e_l), mass[keep] * n, np.ones(e_h)))
-        return cls._build(values, weights_n, n, mean, std, kll.normalized_rank_error())
+        # An item outside [low[-1], high[0]] whose rank fell in the middle is a rank-error artefact:
+        # its mass stays (spread between its neighbours) but it gets no knot of its own, so the
+        # exact tail ranks stay exact. Sentinels: ranks shifted past either end of the sketch.
+        real = np.concatenate(([False], (items >= floor_v) & (items <= ceil_v), [False]))
+        items = np.concatenate(([floor_v], np.clip(items, floor_v, ceil_v), [ceil_v]))
+        c_lo = np.concatenate(([-1.0], c_lo, [1.0]))
+        c_hi = np.concatenate(([0.0], c_hi, [2.0]))
+        rank_error = kll.normalized_rank_error()
+
+        def knots(shift: float) -> tuple[FloatArray, FloatArray]:
+            mass = np.clip(np.minimum(c_hi - shift, b) - np.maximum(c_lo - shift, a), 0.0, None)
+            keep = mass > 0.0
+            hi = a + np.cumsum(mass[keep])
+            lo = hi - mass[keep]
+            own = real[keep]
+            mid_x, mid_f = _sketch_knots(items[keep][own], lo[own], hi[own])
+            x = np.concatenate((low_x, [floor_v], mid_x, [ceil_v], high_x))
+            f = np.concatenate((low_f, [a], mid_f, [b], high_f))
+            return x, f
+
+        shift = 0.0
+        if math.isfinite(mean) and e_l + e_h < n:
+            shift = _solve_shift(lambda s: _polyline_mean(*knots(s)), mean, 2.0 * rank_error)
+        x, f = knots(shift)
+        return cls._build(x, f, n, mean, std, rank_error)
 
     @classmethod
     def from_kll(cls, kll: KllSketch | None) -> SketchDistribution | None:
-        """A bare KLL sketch (text lengths): its items and weights, moments from them."""
+        """A bare KLL sketch (text lengths): its items and weights; moments from the polyline."""
         if kll is None or kll.is_empty():
             return None
         items, weights = _kll_items(kll)
-        p = weights / weights.sum()
+        n = kll.n
+        if np.all(weights == 1.0):  # not compacted yet: the exact sample
+            x, f = _step_knots(items, weights, 0.0, float(n))
+            error = 0.0
+        else:
+            hi = np.cumsum(weights) / float(weights.sum())
+            mid_x, mid_f = _sketch_knots(items, hi - weights / float(weights.sum()), hi)
+            x = np.concatenate(([kll.min], mid_x, [kll.max]))
+            f = np.concatenate(([0.0], mid_f, [1.0]))
+            error = kll.normalized_rank_error()
+        mean = _polyline_mean(x, f)
         with np.errstate(over="ignore", invalid="ignore"):
-            mean = float(np.dot(p, items))
-            std = float(np.sqrt(max(0.0, float(np.dot(p, np.square(items - mean))))))
-        error = kll.normalized_rank_error() if kll.n > kll.k else 0.0  # KLL is exact until it compacts
-        return cls._build(items, weights, kll.n, mean, std, error)
+            dm = np.diff(f)
+            xa, xb = x[:-1] - mean, x[1:] - mean
+            var = float(np.dot(dm, (xa * xa + xa * xb + xb * xb) / 3.0))  # uniform density per segment
+        return cls._build(x, f, n, mean, math.sqrt(max(0.0, var)) if math.isfinite(var) else var, error)
 
     @classmethod
     def _build(
-        cls, values: FloatArray, weights: FloatArray, n: int, mean: float, std: float, rank_error: float
+        cls, x: FloatArray, f: FloatArray, n: int, mean: float, std: float, rank_error: float
     ) -> SketchDistribution:
-        cum = np.cumsum(weights)
-        cum = cum / cum[-1]
-        cum[-1] = 1.0
-        return cls(values=values, cum=cum, n=n, mean=mean, std=std, rank_error=float(rank_error))
+        f = np.clip(np.maximum.accumulate(f), 0.0, 1.0)
+        f[0], f[-1] = 0.0, 1.0
+        x = np.maximum.accumulate(x)
+        return cls(x=x, f=f, n=int(n), mean=float(mean), std=float(std), rank_error=float(rank_error))
+
+
+def _polyline_mean(x: FloatArray, f: FloatArray) -> float:
+    """Mean of the distribution whose CDF is the polyline: each segment's mass at its midpoint."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.dot(np.diff(f), 0.5 * (x[:-1] + x[1:])))
+
+
+def _solve_shift(mean_at: Callable[[float], float], target: float, bound: float) -> float:
+    """The rank shift in [-bound, bound] whose mean is closest to `target`, by bisection.
+
+    Shifting the sketch's ranks down lets larger items into the middle ranks, so the mean only
+    grows with the shift.
+    """
+    lo, hi = -bound, bound
+    if not math.isfinite(mean_at(0.0)):
+        return 0.0
+    if mean_at(lo) >= target:
+        return lo
+    if mean_at(hi) <= target:
+        return hi
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if mean_at(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9:
+            break
+    return 0.5 * (lo + hi)
 
 
 # ============================================================================ numeric statistics
-def _cdf_gap(ref: SketchDistribution, cur: SketchDistribution) -> tuple[FloatArray, FloatArray]:
-    """The union of both supports and ``|F_ref - F_cur|`` at each point."""
-    x = np.union1d(ref.values, cur.values)
-    return x, np.abs(ref.cdf(x) - cur.cdf(x))
+def _limits(ref: SketchDistribution, cur: SketchDistribution) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Union of both sides' knots, and ``F_ref - F_cur`` there as left and right limits."""
+    t = np.union1d(ref.x, cur.x)
+    return t, ref.cdf_below(t) - cur.cdf_below(t), ref.cdf(t) - cur.cdf(t)
 
 
 def ks_statistic(ref: SketchDistribution, cur: SketchDistribution) -> float:
-    """Two-sample KS statistic: max |F_ref - F_cur| over the union of both supports."""
-    _, gap = _cdf_gap(ref, cur)
-    return float(gap.max())
+    """Two-sample KS statistic: sup |F_ref - F_cur|, reached at a knot of either side."""
+    _, left, right = _limits(ref, cur)
+    return float(max(np.abs(left).max(), np.abs(right).max()))
 
 
 def wasserstein_distance(ref: SketchDistribution, cur: SketchDistribution) -> float:
-    """Wasserstein-1 (earth mover's) distance: the integral of |F_ref - F_cur| (raw units)."""
-    x, gap = _cdf_gap(ref, cur)
-    if x.shape[0] < 2:
+    """Wasserstein-1 (earth mover's) distance: the exact integral of |F_ref - F_cur| (raw units)."""
+    t, left, right = _limits(ref, cur)
+    if t.shape[0] < 2:
         return 0.0
+    a, b = right[:-1], left[1:]  # F_ref - F_cur is linear on each segment, from a to b
+    abs_a, abs_b = np.abs(a), np.abs(b)
     with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.dot(gap[:-1], np.diff(x)))
+        denom = abs_a + abs_b
+        mean_abs = np.where(a * b >= 0, 0.5 * denom, (a * a + b * b) / (2.0 * np.where(denom > 0, denom, 1.0)))
+        return float(np.dot(mean_abs, np.diff(t)))
 
 
 def reference_edges(ref: SketchDistribution, bins: int = PSI_BINS) -> FloatArray:
@@ -243,8 +374,18 @@ def reference_edges(ref: SketchDistribution, bins: int = PSI_BINS) -> FloatArray
 
 
 def joint_edges(ref: SketchDistribution, cur: SketchDistribution, bins: int = JS_BINS) -> FloatArray:
-    """Union of both sides' equal-mass inner edges (the bins of the symmetric distances)."""
-    return np.union1d(reference_edges(ref, bins), reference_edges(cur, bins))
+    """Inner edges of `bins` equal-mass bins of the even mixture of both sides, deduplicated.
+
+    Every bin holds 1/bins of the pooled mass, so no bin is a sliver where sketching noise
+    dominates, and two disjoint distributions land in disjoint bins (JS and Hellinger reach 1).
+    """
+    t = np.union1d(ref.x, cur.x)
+    lo = 0.5 * (ref.cdf_below(t) + cur.cdf_below(t))
+    hi = 0.5 * (ref.cdf(t) + cur.cdf(t))
+    mix = SketchDistribution(
+        x=np.repeat(t, 2), f=np.column_stack((lo, hi)).reshape(-1), n=ref.n + cur.n, mean=0.0, std=0.0, rank_error=0.0
+    )
+    return np.unique(mix.quantiles(np.arange(1, bins) / bins))
 
 
 def bin_masses(dist: SketchDistribution, edges: FloatArray) -> FloatArray:
@@ -654,9 +795,7 @@ def _kolmogn_pelz_good(n: int, x: float) -> float:
     for kk in range(maxk, 0, -1):  # Horner scheme over odd m = 2k - 1 (at most ~100 terms)
         m = 2 * kk - 1
         m2, m4, m6 = m**2, m**4, m**6
-        coeffs = np.array(
-            [1.0, k1a + k1b * m2, k2a + k2b * m2 + k2c * m4, k3a + k3b * m2 + k3c * m4 + k3d * m6]
-        )
+        coeffs = np.array([1.0, k1a + k1b * m2, k2a + k2b * m2 + k2c * m4, k3a + k3b * m2 + k3c * m4 + k3d * m6])
         acc = acc * q ** (8 * kk) + coeffs
     acc *= q * _SQRT2PI
     acc /= np.array([z, 6 * z4, 72 * z**7, 6480 * z**10])
@@ -708,10 +847,7 @@ def kstwo_sf(d: float, n: int) -> float:
         return 0.0
     if nd2 >= 2.2 and n <= _SMIRNOV_MAX_N:
         return min(1.0, 2 * smirnov_sf(n, d))
-    if n <= 100_000 and n * d**1.5 <= 1.4:
-        cdf = _kolmogn_dmtw(n, d)
-    else:
-        cdf = _kolmogn_pelz_good(n, d)
+    cdf = _kolmogn_dmtw(n, d) if n <= 100_000 and n * d**1.5 <= 1.4 else _kolmogn_pelz_good(n, d)
     return min(1.0, max(0.0, 1.0 - cdf))
 
 
@@ -722,4 +858,3 @@ def ks_2samp_pvalue(d: float, n1: int, n2: int) -> float:
         return float("nan")
     en = n1 * n2 / (n1 + n2)
     return kstwo_sf(d, max(1, round(en)))
-

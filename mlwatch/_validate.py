@@ -112,7 +112,7 @@ _KLL_HEADER = struct.Struct("<BBBBHBB")  # preamble ints, ser ver, family, flags
 _KLL_FULL_HEADER = struct.Struct("<QHBB")  # n, min_k, num_levels, unused
 _KLL_DATA_START_SINGLE = 8
 _KLL_DATA_START = 20
-_POWERS_OF_THREE = tuple(3**i for i in range(31))
+_POWERS_OF_THREE: tuple[int, ...] = tuple(3**i for i in range(31))
 
 
 def _kll_int_cap_aux_aux(k: int, depth: int) -> int:

@@ -82,6 +82,7 @@ def _make_recorder(
     sample_rate: float,
     window_seconds: float | None,
     config: ProfileConfig,
+    feature_names: tuple[str, ...] | None = None,
 ) -> Recorder:
     output_config = ProfileConfig(
         categorical=config.categorical | {"predicted_class"},
@@ -101,6 +102,7 @@ def _make_recorder(
         segment_by=segment_by,
         sample_rate=sample_rate,
         window_seconds=window_seconds,
+        feature_names=feature_names,
     )
     RUNTIME.add_recorder(rec)
     return rec
@@ -113,8 +115,13 @@ def _options(
     sample_rate: Any,
     window_seconds: Any,
     profile_options: dict[str, Any],
-) -> tuple[str, str | None, tuple[str, ...], float, float | None, ProfileConfig]:
+) -> tuple[str, str | None, tuple[str, ...], float, float | None, ProfileConfig, tuple[str, ...] | None]:
     model = _check_model(model)
+    feature_names = profile_options.pop("feature_names", None)
+    if feature_names is not None:
+        if isinstance(feature_names, str) or not all(isinstance(n, str) for n in feature_names):
+            raise ConfigError(f"feature_names must be a list of strings, got {feature_names!r}")
+        feature_names = tuple(feature_names)
     if version is not None and not isinstance(version, str):
         version = str(version)
     names = _segment_names(segment_by)
@@ -125,7 +132,7 @@ def _options(
         config = ProfileConfig.build(**profile_options)
     except TypeError as exc:
         raise ConfigError(f"unknown monitor option: {exc}") from None
-    return model, version, names, float(sample_rate), window, config
+    return model, version, names, float(sample_rate), window, config, feature_names
 
 
 @overload
@@ -138,6 +145,7 @@ def monitor(
     segment_by: Iterable[str] | str | None = ...,
     sample_rate: float = ...,
     window_seconds: float | None = ...,
+    feature_names: Iterable[str] | None = ...,
     inputs: Iterable[str] | None = ...,
     exclude: Iterable[str] | None = ...,
     categorical: Iterable[str] | None = ...,
@@ -190,12 +198,12 @@ def _is_method(fn: Callable[..., Any]) -> bool:
 
 
 def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | None) -> Callable[..., Any]:
-    model, version, segment_by, sample_rate, window, config = opts
+    model, version, segment_by, sample_rate, window, config, feature_names = opts
     binding = Binding.of(fn, is_method=_is_method(fn) if is_method is None else is_method)
     _check_segments(fn, binding, segment_by)
     rec = _make_recorder(
         model=model, version=version, binding=binding, segment_by=segment_by,
-        sample_rate=sample_rate, window_seconds=window, config=config,
+        sample_rate=sample_rate, window_seconds=window, config=config, feature_names=feature_names,
     )
     record = rec.record
 
@@ -315,7 +323,7 @@ def observe(
         opts = _options(model, version, segment_by, sample_rate, window_seconds, profile_options)
         rec = _make_recorder(
             model=opts[0], version=opts[1], binding=Binding(("features",), 0, None), segment_by=opts[2],
-            sample_rate=opts[3], window_seconds=opts[4], config=opts[5],
+            sample_rate=opts[3], window_seconds=opts[4], config=opts[5], feature_names=opts[6],
         )
         _OBSERVE_RECORDERS[key] = rec
     return Observation(rec)
