@@ -6,29 +6,36 @@ replicas and windows, and drift and quality are computed from them without keepi
 
 from __future__ import annotations
 
+import os
+
 from mlwatch._errors import ConfigError, MlwatchError, ProfileFormatError, ProfileMergeError
 from mlwatch._wire import FORMAT_VERSION, WireLimits
 from mlwatch.column import ColumnProfile
 from mlwatch.config import Exporter, Settings
+from mlwatch.drift import ColumnDrift, DriftReport, drift
 from mlwatch.lifecycle import configure, flush, health, shutdown
 from mlwatch.local_export import LocalFileExporter
 from mlwatch.monitoring import Observation, monitor, observe
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
+from mlwatch.quality_checks import Constraint, QualityIssue, QualityReport, check_quality
 
 __version__ = "0.1.0"
 
 
-def load(path: str) -> Profile:
+def load(path: str | os.PathLike[str]) -> Profile:
     """Read a profile file written by `Profile.save` (or by the local exporter)."""
     return Profile.load(path)
 
 
 __all__ = [
-    "FORMAT_VERSION",
+    "ColumnDrift",
     "ColumnProfile",
     "ConfigError",
+    "Constraint",
+    "DriftReport",
     "Exporter",
+    "FORMAT_VERSION",
     "LocalFileExporter",
     "MlwatchError",
     "Observation",
@@ -36,10 +43,14 @@ __all__ = [
     "ProfileConfig",
     "ProfileFormatError",
     "ProfileMergeError",
+    "QualityIssue",
+    "QualityReport",
     "Settings",
     "WireLimits",
     "__version__",
+    "check_quality",
     "configure",
+    "drift",
     "flush",
     "health",
     "load",

@@ -104,9 +104,9 @@ def split_inputs(binding: Binding, args: tuple[Any, ...], kwargs: Mapping[str, A
     if not kwargs and len(args) == 1:  # the common case: predict(features)
         only = args[0]
         if _is_tabular(only):
-            row = _row_of(only)
-            if row is not None:
-                into.rows.append(row)
+            single = _row_of(only)
+            if single is not None:
+                into.rows.append(single)
             else:
                 into.batches.append(only)
             return

@@ -25,7 +25,7 @@ class NumericSummary:
     profiles equal those of the union up to float rounding.
     """
 
-    __slots__ = ("high", "kll", "low", "m2", "max", "mean", "n", "n_extremes", "min")
+    __slots__ = ("high", "kll", "low", "m2", "max", "mean", "min", "n", "n_extremes")
 
     def __init__(self, k: int = DEFAULT_KLL_K, n_extremes: int = DEFAULT_EXTREMES) -> None:
         self.kll = KllSketch(k)

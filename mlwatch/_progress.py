@@ -29,7 +29,7 @@ class Progress:
             return
         self._last = now
         fraction = min(max(fraction, 0.0), 1.0)
-        filled = int(round(fraction * self.width))
+        filled = round(fraction * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         elapsed = now - self._start
         self.stream.write(f"\r{self.label} [{bar}] {fraction:6.1%} {detail} {elapsed:5.1f}s ")

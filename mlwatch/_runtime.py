@@ -173,11 +173,12 @@ class Recorder:
         """Fold drained records into their windows' profiles, batching per (window, segment)."""
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
-        starts = np.fromiter((r[0] for r in records), dtype=np.int64, count=len(records)) + wall_offset_ns
-        windows = starts - starts % width_ns
-        if windows[0] == windows[-1] and (windows == windows[0]).all():
-            by_window: dict[int, list[Record]] = {int(windows[0]): records}
+        first, last = records[0][0] + wall_offset_ns, records[-1][0] + wall_offset_ns
+        if first - first % width_ns == last - last % width_ns and last >= first:  # the usual case: one window
+            by_window: dict[int, list[Record]] = {first - first % width_ns: records}
         else:
+            starts = np.array(list(map(_FIRST, records)), dtype=np.int64) + wall_offset_ns
+            windows = starts - starts % width_ns
             by_window = {}
             for w, rec in zip(windows.tolist(), records, strict=True):
                 by_window.setdefault(w, []).append(rec)
@@ -231,7 +232,7 @@ class Recorder:
             starts, durations, all_args, all_kwargs, results, errors, sampled = zip(*recs, strict=True)
             del starts
             prof.calls += n
-            lat = np.fromiter(durations, dtype=np.float64, count=n) / 1e9
+            lat = np.array(durations, dtype=np.float64) / 1e9
             prof.record_latency(lat[lat >= 0], k=self.config.kll_k)
             if errors.count(None) != n:
                 for name, c in Counter(errors).items():

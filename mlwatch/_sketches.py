@@ -14,8 +14,8 @@ import datasketches as _ds
 import numpy as np
 import numpy.typing as npt
 
-from mlwatch._errors import ProfileFormatError, ProfileMergeError
 from mlwatch import _validate
+from mlwatch._errors import ProfileFormatError, ProfileMergeError
 
 __all__ = [
     "CHUNK",

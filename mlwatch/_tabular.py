@@ -102,7 +102,7 @@ def _is_batch(value: Any) -> bool:
     if isinstance(value, list):
         return True
     mod = _module(value)
-    return (mod.startswith("pandas") or mod.startswith("polars")) and hasattr(value, "dtype")
+    return mod.startswith(("pandas", "polars")) and hasattr(value, "dtype")
 
 
 def _length(value: Any) -> int:
@@ -170,7 +170,7 @@ def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
         elif n0 == 1:
             cols = {keys[0]: [r[keys[0]] for r in rows]}
         else:
-            cols = dict(zip(keys, map(list, zip(*map(operator.itemgetter(*keys), rows))), strict=True))
+            cols = dict(zip(keys, map(list, zip(*map(operator.itemgetter(*keys), rows), strict=True)), strict=True))
     except KeyError:
         complete = False
         cols = {k: [r.get(k) for r in rows] for k in keys}

@@ -168,9 +168,9 @@ class _Reader:
         value = obj.get(key)
         if value is None and optional:
             return math.nan
-        if type(value) in (int, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if value in ("inf", "-inf", "nan"):
+        if isinstance(value, str) and value in ("inf", "-inf", "nan"):
             return float(value)
         raise ProfileFormatError(f"{where}: field {key!r} must be a number, got {value!r}")
 

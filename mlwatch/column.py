@@ -310,7 +310,7 @@ class ColumnProfile:
                 elif _is_missing_scalar(value):
                     self.missing += c
                 elif isinstance(value, _NUMERIC_TYPES):
-                    f = float(value)
+                    f = float(value)  # type: ignore[arg-type]  # int, float or a numpy number
                     if declared in ("categorical", "text"):
                         if math.isnan(f):
                             self.missing += c

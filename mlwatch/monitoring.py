@@ -22,8 +22,8 @@ from typing import Any, TypeVar, cast, overload
 from mlwatch._errors import ConfigError
 from mlwatch._extract import Binding
 from mlwatch._health import HEALTH
-from mlwatch._snapshot import snapshot
 from mlwatch._runtime import RUNTIME, Recorder
+from mlwatch._snapshot import snapshot
 from mlwatch.config import check_window
 from mlwatch.profiling import ProfileConfig
 
@@ -57,7 +57,7 @@ def _check_segments(fn: Callable[..., Any], binding: Binding, segment_by: tuple[
     if not segment_by:
         return
     try:
-        params = [p for p in inspect.signature(fn).parameters.values()][binding.skip :]
+        params = list(inspect.signature(fn).parameters.values())[binding.skip :]
     except (TypeError, ValueError):
         return
     names = {p.name for p in params}

@@ -43,7 +43,7 @@ def test_exceptions_reraised_untouched() -> None:
         raise boom
 
     with capture() as cap:
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match="bad input") as info:
             predict(1.0)
         assert info.value is boom
         assert info.tb is not None and any(f.name == "predict" for f in __import__("traceback").extract_tb(info.tb))

@@ -82,6 +82,7 @@ def test_non_profile_raises_config_error() -> None:
 # ============================================================================ reference checks
 def test_same_data_has_no_issues(rng: np.random.Generator) -> None:
     """A fresh sample of the reference distribution raises nothing."""
+
     def make() -> Profile:
         return mlwatch.profile(
             {
@@ -98,6 +99,7 @@ def test_same_data_has_no_issues(rng: np.random.Generator) -> None:
 
 def test_missing_share_change_beyond_tolerance(rng: np.random.Generator) -> None:
     """Missing share moving by more than 5 points either way is flagged; less is not."""
+
     def with_missing(share: float) -> Profile:
         x = rng.normal(size=10_000)
         x[: int(share * x.size)] = np.nan
@@ -107,7 +109,8 @@ def test_missing_share_change_beyond_tolerance(rng: np.random.Generator) -> None
     assert "missing_share" not in checks(check_quality(ref, with_missing(0.14)))
     up = check_quality(ref, with_missing(0.20))
     issue = next(i for i in up.issues if i.check == "missing_share")
-    assert issue.value == pytest.approx(0.20) and issue.threshold == pytest.approx(0.15)
+    assert issue.value == pytest.approx(0.20)
+    assert issue.threshold == pytest.approx(0.15)
     assert "missing_share" in checks(check_quality(ref, with_missing(0.0)))
     assert "missing_share" not in checks(check_quality(ref, with_missing(0.20), missing_tolerance=0.2))
 
@@ -119,7 +122,8 @@ def test_type_mismatch_share(rng: np.random.Generator) -> None:
     ref = mlwatch.profile({"x": clean})
     report = check_quality(ref, mlwatch.profile({"x": dirty}))
     issue = next(i for i in report.issues if i.check == "type_mismatch")
-    assert issue.value == pytest.approx(0.05) and issue.threshold == pytest.approx(0.01)
+    assert issue.value == pytest.approx(0.05)
+    assert issue.threshold == pytest.approx(0.01)
     assert "type_mismatch" in checks(check_quality(None, mlwatch.profile({"x": dirty})))
     assert report.ok is False
 
@@ -182,13 +186,13 @@ def test_shares_exact_when_extremes_cover_them(rng: np.random.Generator) -> None
 def test_distinct_count_jump_but_not_for_id_columns(rng: np.random.Generator) -> None:
     """More categories per value is flagged; an ID column over a bigger window is not."""
     ref = mlwatch.profile({"c": rng.integers(0, 20, 10_000).astype(str), "id": np.arange(10_000).astype(str)})
-    cur = mlwatch.profile(
-        {"c": rng.integers(0, 100, 10_000).astype(str), "id": np.arange(10_000, 60_000).astype(str)}
-    )
+    cur = mlwatch.profile({"c": rng.integers(0, 100, 10_000).astype(str), "id": np.arange(10_000, 60_000).astype(str)})
     report = check_quality(ref, cur, new_category_tolerance=1.0)
     assert checks(report, "c") == {"distinct_count"}
     assert checks(report, "id") == set()
-    fewer = check_quality(ref, mlwatch.profile({"c": rng.integers(0, 5, 10_000).astype(str), "id": np.arange(10_000).astype(str)}))
+    fewer = check_quality(
+        ref, mlwatch.profile({"c": rng.integers(0, 5, 10_000).astype(str), "id": np.arange(10_000).astype(str)})
+    )
     assert "distinct_count" in checks(fewer, "c")
 
 
@@ -197,7 +201,8 @@ def test_new_categories(rng: np.random.Generator) -> None:
     ref = mlwatch.profile({"c": rng.choice(["a", "b"], 1000).tolist()})
     cur = mlwatch.profile({"c": ["a"] * 900 + ["z"] * 60 + ["y"] * 40})
     issue = next(i for i in check_quality(ref, cur).issues if i.check == "new_categories")
-    assert issue.value == pytest.approx(0.1) and "'z'" in issue.message
+    assert issue.value == pytest.approx(0.1)
+    assert "'z'" in issue.message
     assert "new_categories" not in checks(check_quality(ref, cur, new_category_tolerance=0.2))
 
 
@@ -229,12 +234,16 @@ def test_constraints_on_current_alone(rng: np.random.Generator) -> None:
     )
     assert checks(report, "x") == {"below_min", "above_max", "not_null", "max_missing_share"}
     below = next(i for i in report.issues if i.check == "below_min")
-    assert below.value == -1.0 and below.threshold == 0.0
+    assert below.value == -1.0
+    assert below.threshold == 0.0
     assert report.measurements["x"]["below_min_share"] == pytest.approx(5 / 997)
     not_allowed = next(i for i in report.issues if i.check == "not_allowed")
-    assert not_allowed.value == pytest.approx(0.01) and "'bad'" in not_allowed.message
+    assert not_allowed.value == pytest.approx(0.01)
+    assert "'bad'" in not_allowed.message
     assert checks(report, "absent") == {"missing_column"}
-    passing = check_quality(None, cur, constraints={"x": Constraint(min=-5, max=20), "c": Constraint(allowed=["a", "bad"])})
+    passing = check_quality(
+        None, cur, constraints={"x": Constraint(min=-5, max=20), "c": Constraint(allowed=["a", "bad"])}
+    )
     assert passing.ok
 
 
@@ -256,7 +265,8 @@ def test_report_shapes(rng: np.random.Generator) -> None:
     report = check_quality(ref, cur)
     assert all(isinstance(i, QualityIssue) for i in report.issues)
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
-    assert data["ok"] is False and data["n_issues"] == len(report.issues)
+    assert data["ok"] is False
+    assert data["n_issues"] == len(report.issues)
     text = str(report)
     assert text.splitlines()[1].split() == ["column", "check", "value", "threshold", "message"]
     assert "p (output)" in text

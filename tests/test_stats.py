@@ -167,7 +167,8 @@ def test_small_sample_is_exact(rng: np.random.Generator) -> None:
     """Up to 2 * n_extremes values the distribution is the exact sample: statistics equal scipy's."""
     a, b = rng.lognormal(0, 1, 100), rng.lognormal(0.2, 1, 128)
     da, db = summary_dist(a), summary_dist(b)
-    assert da.exact and db.exact
+    assert da.exact
+    assert db.exact
     scores = numeric_drift(da, db)
     assert scores.ks == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
     assert scores.wasserstein_raw == pytest.approx(stats.wasserstein_distance(a, b), rel=1e-9)
@@ -179,7 +180,8 @@ def test_uncompacted_kll_is_exact(rng: np.random.Generator) -> None:
     """Between 2 * n_extremes and k values KLL still holds every value: still exact."""
     a, b = rng.normal(0, 1, 190), rng.normal(0.5, 1, 150)
     da, db = summary_dist(a), summary_dist(b)
-    assert da.exact and db.exact
+    assert da.exact
+    assert db.exact
     assert numeric_drift(da, db).ks == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
 
 
@@ -212,7 +214,9 @@ def test_mean_matches_exact_mean_in_heavy_tail(rng: np.random.Generator) -> None
 def test_from_values_is_the_empirical_distribution() -> None:
     """from_values gives the exact step CDF, with ties as jumps."""
     d = SketchDistribution.from_values([3.0, 1.0, 1.0, 2.0, np.nan, np.inf])
-    assert d is not None and d.exact and d.n == 4
+    assert d is not None
+    assert d.exact
+    assert d.n == 4
     np.testing.assert_allclose(d.cdf([0.5, 1.0, 1.5, 2.0, 3.0]), [0.0, 0.5, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(d.cdf_below([1.0, 2.0, 3.5]), [0.0, 0.5, 1.0])
     np.testing.assert_allclose(d.quantiles([0.0, 0.5, 0.51, 0.75, 1.0]), [1.0, 1.0, 2.0, 2.0, 3.0])
@@ -226,7 +230,8 @@ def test_text_length_distribution_from_bare_kll(rng: np.random.Generator) -> Non
     col.update(["x" * int(k) for k in lengths[:5000]])
     col.update(["x" * int(k) for k in lengths[5000:]])
     d = SketchDistribution.from_kll(col.text_length)
-    assert d is not None and d.n == 20_000
+    assert d is not None
+    assert d.n == 20_000
     assert d.mean == pytest.approx(lengths.mean(), rel=0.01)
     assert d.std == pytest.approx(lengths.std(), rel=0.03)
     assert SketchDistribution.from_kll(None) is None
@@ -329,7 +334,8 @@ def test_constant_reference_does_not_divide_by_zero() -> None:
     const = summary_dist(np.full(1000, 5.0))
     other = summary_dist(np.full(1000, 6.0))
     s = numeric_drift(const, other)
-    assert np.isfinite(s.wasserstein) and s.wasserstein > 0
+    assert np.isfinite(s.wasserstein)
+    assert s.wasserstein > 0
     assert numeric_drift(const, const).wasserstein == 0.0
 
 
@@ -347,7 +353,9 @@ def test_categorical_statistics_are_exact(rng: np.random.Generator) -> None:
     ref_vals = rng.choice(cats, 20_000, p=np.full(8, 1 / 8)).tolist()
     cur_vals = rng.choice([*cats[1:], "new"], 5_000, p=[0.2, *[0.1] * 6, 0.2]).tolist()
     table = category_table(_cat_column(ref_vals).freq, _cat_column(cur_vals).freq)
-    assert table.exact and table.new == ["new"] and table.vanished == ["c0"]
+    assert table.exact
+    assert table.new == ["new"]
+    assert table.vanished == ["c0"]
     labels = table.labels
     r = np.array([ref_vals.count(k) for k in labels], dtype=float)
     c = np.array([cur_vals.count(k) for k in labels], dtype=float)
@@ -359,7 +367,9 @@ def test_categorical_statistics_are_exact(rng: np.random.Generator) -> None:
     assert scores.chi2_p_value == pytest.approx(p, rel=1e-9, abs=1e-300)
     assert scores.dof == dof
     p_r, p_c = r / r.sum(), c / c.sum()
-    expected_psi = float(np.sum((np.maximum(p_c, 1e-4) - np.maximum(p_r, 1e-4)) * np.log(np.maximum(p_c, 1e-4) / np.maximum(p_r, 1e-4))))
+    expected_psi = float(
+        np.sum((np.maximum(p_c, 1e-4) - np.maximum(p_r, 1e-4)) * np.log(np.maximum(p_c, 1e-4) / np.maximum(p_r, 1e-4)))
+    )
     assert scores.psi == pytest.approx(expected_psi, rel=1e-12)
     assert scores.js == pytest.approx(spatial.distance.jensenshannon(p_r, p_c, base=2), rel=1e-9)
     assert scores.hellinger == pytest.approx(raw_hellinger(p_r, p_c), rel=1e-9)
@@ -387,15 +397,18 @@ def test_inexact_sketch_uses_other_bucket_and_no_new_categories(rng: np.random.G
     """Past the exact capacity, leftover mass goes to <other> and new categories are not claimed."""
     col = ColumnProfile("c", freq_lg=4)  # keeps about 12 values exactly
     col.update(rng.integers(0, 60, 5000).astype(str).tolist())
-    assert col.freq is not None and not col.freq.is_exact()
+    assert col.freq is not None
+    assert not col.freq.is_exact()
     small = _cat_column(["a", "b", "a"])
     table = category_table(col.freq, small.freq)
-    assert not table.exact and table.labels[-1] == OTHER
+    assert not table.exact
+    assert table.labels[-1] == OTHER
     assert table.reference.sum() == pytest.approx(5000)
     assert table.new == []  # the reference no longer lists every category
     assert sorted(table.vanished) == table.vanished  # cur exact: vanished are certain heavy hitters
     scores = categorical_drift(table)
-    assert not scores.exact and 0.0 <= scores.js <= 1.0
+    assert not scores.exact
+    assert 0.0 <= scores.js <= 1.0
 
 
 def test_psi_floor_and_symmetry() -> None:

@@ -1,0 +1,287 @@
+"""What `@mlwatch.monitor` costs per call, against baselines measured in the same process.
+
+For a predict function taking a dict of 10 numeric + 2 string features:
+
+- baselines: the bare call, a wrapt FunctionWrapper passthrough, prometheus_client's
+  ``Histogram.time()`` decorator (latency only), the OpenTelemetry SDK recording latency (one
+  histogram record with one attribute) and latency + 12 feature records, and whylogs'
+  ``DatasetProfile.track(row=)`` when whylogs is importable (run with ``benchmarks/.peers``);
+- mlwatch hot path: CPU time of the calling thread only;
+- mlwatch total: CPU time of the whole process (caller, aggregator thread, final flush) for the
+  same calls: everything mlwatch does.
+
+CPU time (not wall time) is measured so that another process on the machine does not count.
+Each figure is the median of several repetitions. Also: async functions, 1,000-row DataFrame
+batches (cost per row), and with ``--memory`` the RSS growth over 10 million calls.
+
+Usage: ``python benchmarks/bench_monitor.py [--quick] [--memory] [--json PATH] [--markdown PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import mlwatch
+from mlwatch.testing import InMemoryExporter
+
+FEATURES: dict[str, Any] = {f"num_{i}": float(i) * 1.5 for i in range(10)}
+FEATURES.update(country="DE", plan="gold")
+
+
+def _predict(features: dict[str, Any]) -> float:
+    return 0.5
+
+
+def _cpu_per_call(fn: Callable[[dict[str, Any]], Any], n: int, *, flush: bool = False) -> tuple[float, float]:
+    """(caller-thread CPU ns per call, whole-process CPU ns per call incl. a final flush)."""
+    feats = FEATURES
+    gc.collect()
+    p0, t0 = time.process_time_ns(), time.thread_time_ns()
+    for _ in range(n):
+        fn(feats)
+    t1 = time.thread_time_ns()
+    if flush:
+        mlwatch.flush()
+    p1 = time.process_time_ns()
+    return (t1 - t0) / n, (p1 - p0) / n
+
+
+def _median(fn: Callable[[], tuple[float, float]], reps: int) -> tuple[float, float]:
+    runs = [fn() for _ in range(reps)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def _baselines(n: int, reps: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    out["bare call"] = _median(lambda: _cpu_per_call(_predict, n), reps)[1]
+
+    import wrapt
+
+    @wrapt.decorator
+    def passthrough(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return wrapped(*args, **kwargs)
+
+    out["wrapt passthrough"] = _median(lambda: _cpu_per_call(passthrough(_predict), n), reps)[1]
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    hist = Histogram("predict_seconds", "latency", registry=CollectorRegistry())
+    out["prometheus_client Histogram.time()"] = _median(lambda: _cpu_per_call(hist.time()(_predict), n), reps)[1]
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench")
+    duration = meter.create_histogram("predict.duration", unit="s")
+    feature_hists = {k: meter.create_histogram(f"feature.{k}") for k in FEATURES if k.startswith("num")}
+    attrs = {"model": "m"}
+
+    def otel_latency(features: dict[str, Any]) -> float:
+        t = time.perf_counter()
+        r = _predict(features)
+        duration.record(time.perf_counter() - t, attrs)
+        return r
+
+    def otel_features(features: dict[str, Any]) -> float:
+        t = time.perf_counter()
+        r = _predict(features)
+        duration.record(time.perf_counter() - t, attrs)
+        for k, h in feature_hists.items():
+            h.record(features[k], attrs)
+        return r
+
+    out["OTel SDK latency record"] = _median(lambda: _cpu_per_call(otel_latency, n), reps)[1]
+    out["OTel SDK latency + 10 feature records"] = _median(lambda: _cpu_per_call(otel_features, max(n // 10, 1000)), reps)[1]
+
+    try:
+        from whylogs.core import DatasetProfile
+    except ImportError:
+        print("whylogs not importable: run with benchmarks/.peers/bin/python for that baseline", file=sys.stderr)
+    else:
+        prof = DatasetProfile()
+
+        def why(features: dict[str, Any]) -> float:
+            r = _predict(features)
+            prof.track(row=features)
+            return r
+
+        out["whylogs DatasetProfile.track(row=)"] = _median(lambda: _cpu_per_call(why, max(n // 100, 200)), reps)[1]
+    return out
+
+
+def _mlwatch_sync(n: int, reps: int) -> tuple[float, float]:
+    monitored = mlwatch.monitor(model="bench_sync")(_predict)
+    _cpu_per_call(monitored, n // 10, flush=True)  # warm-up: first windows, sketches allocated
+    return _median(lambda: _cpu_per_call(monitored, n, flush=True), reps)
+
+
+def _mlwatch_async(n: int, reps: int) -> tuple[float, float, float]:
+    async def apredict(features: dict[str, Any]) -> float:
+        return 0.5
+
+    monitored = mlwatch.monitor(model="bench_async")(apredict)
+
+    async def loop(fn: Callable[[dict[str, Any]], Any]) -> None:
+        feats = FEATURES
+        for _ in range(n):
+            await fn(feats)
+
+    def run(fn: Callable[[dict[str, Any]], Any], flush: bool) -> tuple[float, float]:
+        gc.collect()
+        p0, t0 = time.process_time_ns(), time.thread_time_ns()
+        asyncio.run(loop(fn))
+        t1 = time.thread_time_ns()
+        if flush:
+            mlwatch.flush()
+        return (t1 - t0) / n, (time.process_time_ns() - p0) / n
+
+    bare = _median(lambda: run(apredict, False), reps)[1]
+    hot, total = _median(lambda: run(monitored, True), reps)
+    return bare, hot, total
+
+
+def _mlwatch_frames(reps: int) -> tuple[float, float, float]:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"num_{i}": rng.normal(size=1000) for i in range(10)})
+    frame["country"] = rng.choice(["DE", "FR", "IT"], 1000)
+    frame["plan"] = rng.choice(["free", "gold"], 1000)
+
+    def predict(x: Any) -> Any:
+        return np.zeros(len(x))
+
+    monitored = mlwatch.monitor(model="bench_frame")(predict)
+    calls = 200
+
+    def run(fn: Callable[[Any], Any], flush: bool) -> tuple[float, float]:
+        gc.collect()
+        p0, t0 = time.process_time_ns(), time.thread_time_ns()
+        for _ in range(calls):
+            fn(frame)
+        t1 = time.thread_time_ns()
+        if flush:
+            mlwatch.flush()
+        rows = calls * len(frame)
+        return (t1 - t0) / rows, (time.process_time_ns() - p0) / rows
+
+    bare = _median(lambda: run(predict, False), reps)[1]
+    hot, total = _median(lambda: run(monitored, True), reps)
+    return bare, hot, total
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory(calls: int) -> dict[str, float]:
+    monitored = mlwatch.monitor(model="bench_memory")(_predict)
+    feats = FEATURES
+    for _ in range(200_000):  # warm-up
+        monitored(feats)
+    mlwatch.flush()
+    gc.collect()
+    start = _rss_mb()
+    peak = start
+    for i in range(calls):
+        monitored(feats)
+        if i % 1_000_000 == 0:
+            peak = max(peak, _rss_mb())
+    mlwatch.flush()
+    gc.collect()
+    end = _rss_mb()
+    return {"calls": calls, "rss_start_mb": start, "rss_peak_mb": max(peak, end), "rss_growth_mb": max(peak, end) - start}
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--memory", action="store_true", help="also measure RSS growth over 10 million calls")
+    parser.add_argument("--json", type=Path, help="write results as JSON")
+    parser.add_argument("--markdown", type=Path, help="write the results table as Markdown")
+    args = parser.parse_args(argv)
+    n, reps = (2_000, 1) if args.quick else (200_000, 5)
+
+    exporter = InMemoryExporter()
+    mlwatch.configure(exporters=[exporter], buffer_size=1_000_000)
+    try:
+        base = _baselines(n, reps)
+        hot, total = _mlwatch_sync(n, reps)
+        exporter.clear()
+        abare, ahot, atotal = _mlwatch_async(n, reps)
+        exporter.clear()
+        fbare, fhot, ftotal = _mlwatch_frames(1 if args.quick else 3)
+        exporter.clear()
+        memory = _memory(20_000 if args.quick else 10_000_000) if args.memory or args.quick else None
+    finally:
+        mlwatch.configure(exporters=None)
+    calls = sum(p.calls for p in exporter.profiles)
+    del calls
+
+    prom = base["prometheus_client Histogram.time()"]
+    otel = base["OTel SDK latency record"]
+    rows: list[tuple[str, float, str]] = [(name, ns, "") for name, ns in base.items()]
+    rows.append(("mlwatch hot path (caller thread)", hot, f"{hot / prom:.2f}x prometheus (goal <= 0.5)"))
+    rows.append(("mlwatch total (all threads, incl. flush)", total, f"{total / prom:.2f}x prometheus (goal <= 1.0)"))
+    rows.append(("", float("nan"), f"OTel latency / mlwatch total = {otel / total:.1f}x (goal >= 3)"))
+    if "whylogs DatasetProfile.track(row=)" in base:
+        why = base["whylogs DatasetProfile.track(row=)"]
+        rows.append(("", float("nan"), f"whylogs / mlwatch total = {why / total:.0f}x (goal >= 100)"))
+    rows.append(("async: bare await", abare, ""))
+    rows.append(("async: mlwatch hot path", ahot, f"{ahot / prom:.2f}x prometheus"))
+    rows.append(("async: mlwatch total", atotal, f"{atotal / prom:.2f}x prometheus"))
+    rows.append(("1,000-row DataFrame, per row: bare", fbare, ""))
+    rows.append(("1,000-row DataFrame, per row: mlwatch hot", fhot, ""))
+    rows.append(("1,000-row DataFrame, per row: mlwatch total", ftotal, f"{ftotal:.0f} ns/row = {1e9 / ftotal / 1e6:.2f} M rows/s"))
+
+    lines = [f"Machine: {_machine()}; load average at start {os.getloadavg()[0]:.2f}", "",
+             "| case | CPU ns per call | ratio |", "|---|---:|---|"]
+    for name, ns, note in rows:
+        lines.append(f"| {name} | {'' if ns != ns else f'{ns:,.0f}'} | {note} |")
+    if memory:
+        lines.append("")
+        lines.append(
+            f"Memory: {memory['calls']:,} calls grew RSS by {memory['rss_growth_mb']:.1f} MB "
+            f"(start {memory['rss_start_mb']:.1f} MB, peak {memory['rss_peak_mb']:.1f} MB; goal < 30 MB)"
+        )
+    table = "\n".join(lines)
+    print(table)
+    result = {"machine": _machine(), "rows": [{"case": r[0], "cpu_ns": r[1], "note": r[2]} for r in rows], "memory": memory}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
