@@ -295,12 +295,8 @@ class SketchDistribution:
             x = np.concatenate(([kll.min], mid_x, [kll.max]))
             f = np.concatenate(([0.0], mid_f, [1.0]))
             error = kll.normalized_rank_error()
-        mean = _polyline_mean(x, f)
-        with np.errstate(over="ignore", invalid="ignore"):
-            dm = np.diff(f)
-            xa, xb = x[:-1] - mean, x[1:] - mean
-            var = float(np.dot(dm, (xa * xa + xa * xb + xb * xb) / 3.0))  # uniform density per segment
-        return cls._build(x, f, n, mean, math.sqrt(max(0.0, var)) if math.isfinite(var) else var, error)
+        dist = cls._build(x, f, n, 0.0, 0.0, error)
+        return cls._build(x, f, n, _polyline_mean(x, f), _polyline_std(dist), error)
 
     @classmethod
     def _build(
@@ -428,10 +424,28 @@ def hellinger_distance(p: FloatArray, q: FloatArray) -> float:
     return float(min(1.0, math.sqrt(0.5 * float(np.dot(d, d)))))
 
 
+def _polyline_std(d: SketchDistribution) -> float:
+    """Standard deviation of the polyline distribution, computed on rescaled values so that
+    moments of values near the float limits (1e300, 1e-300) neither overflow nor underflow."""
+    top = float(np.max(np.abs(d.x)))
+    if not math.isfinite(top) or top == 0.0:
+        return 0.0
+    x = d.x / top
+    dm = np.diff(d.f)
+    mean = float(np.dot(dm, 0.5 * (x[:-1] + x[1:])))
+    xa, xb = x[:-1] - mean, x[1:] - mean
+    var = float(np.dot(dm, (xa * xa + xa * xb + xb * xb) / 3.0))  # uniform density on each segment
+    return math.sqrt(max(0.0, var)) * top
+
+
 def _spread(ref: SketchDistribution, cur: SketchDistribution) -> float:
-    """Scale for Wasserstein: reference std; if the reference is constant, the current std; if both
-    are constant, the larger absolute mean; else 1."""
-    for s in (ref.std, cur.std):
+    """Scale for Wasserstein: the reference std (exact moments; from the distribution if they
+    overflowed or underflowed); if the reference is constant, the current std; if both are
+    constant, the larger absolute mean; else 1."""
+    for d in (ref, cur):
+        s = d.std
+        if not (math.isfinite(s) and s > 0) and d.min < d.max:
+            s = _polyline_std(d)
         if math.isfinite(s) and s > 0:
             return s
     m = max(abs(ref.mean), abs(cur.mean))

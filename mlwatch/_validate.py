@@ -108,6 +108,10 @@ _KLL_M = 8  # the only M the C++ accepts
 _KLL_MIN_K = 8
 _KLL_MAX_K = 0xFFFF
 _KLL_MAX_LEVELS = 61  # kll_helper::int_cap_aux throws for a depth above 60
+# kll_helper::ub_on_num_levels, used by every merge, never returns once n reaches 2^63; a cap far
+# above any real stream (2^52 items is 140 years at a million items a second) leaves room for
+# thousands of merges of maximal sketches before that point
+_KLL_MAX_N = 1 << 52
 _KLL_HEADER = struct.Struct("<BBBBHBB")  # preamble ints, ser ver, family, flags, k, m, unused
 _KLL_FULL_HEADER = struct.Struct("<QHBB")  # n, min_k, num_levels, unused
 _KLL_DATA_START_SINGLE = 8
@@ -185,6 +189,8 @@ def validate_kll_doubles(data: bytes, *, max_k: int = 1024) -> None:
     _expect_eq(_KLL, "unused preamble byte 19", 0, unused2)
     if n < 2:
         _fail(_KLL, "n", "at least 2 for a sketch that is neither empty nor single-item", n)
+    if n > _KLL_MAX_N:
+        _fail(_KLL, "n", f"at most 2^52 = {_KLL_MAX_N}", n)
     _expect_range(_KLL, "min_k", _KLL_MIN_K, k, min_k)
     # the top level is never empty, so n >= 2^(num_levels-1); the C++ merge sizes its
     # work arrays on that bound and overflows them when it does not hold
@@ -300,28 +306,38 @@ def validate_frequent_strings(
     if total_weight < weight_sum + offset:
         _fail(_FI, "total weight", f">= sum of item weights + offset ({weight_sum} + {offset})", total_weight)
 
-    seen: set[bytes] = set()
+    items: list[bytes] = []
+    append = items.append
+    unpack_length = _U32.unpack_from
     pos = strings_start
     for i in range(num_items):
         if pos + 4 > size:
             _fail(_FI, f"length of string {i}", f"4 bytes at offset {pos}", f"{size - pos} bytes left")
-        (length,) = _U32.unpack_from(buf, pos)
+        (length,) = unpack_length(buf, pos)
         pos += 4
         if length > max_string_bytes:
             _fail(_FI, f"length of string {i}", f"at most {max_string_bytes} bytes", length)
         end = pos + length
         if end > size:
             _fail(_FI, f"string {i}", f"{length} bytes at offset {pos}", f"{size - pos} bytes left")
-        item = buf[pos:end]
-        try:
-            item.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            _fail(_FI, f"string {i}", "valid UTF-8", f"invalid byte at position {exc.start}")
-        if item in seen:
-            _fail(_FI, f"string {i}", "distinct items", "a duplicate")
-        seen.add(item)
+        append(buf[pos:end])
         pos = end
     _expect_length(_FI, pos, size)
+    # NUL cannot continue a multi-byte sequence, so the joined text is valid UTF-8 iff every item is
+    try:
+        b"\0".join(items).decode("utf-8")
+    except UnicodeDecodeError:
+        for i, item in enumerate(items):
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _fail(_FI, f"string {i}", "valid UTF-8", f"invalid byte at position {exc.start}")
+    if len(set(items)) != num_items:
+        seen: set[bytes] = set()
+        for i, item in enumerate(items):
+            if item in seen:
+                _fail(_FI, f"string {i}", "distinct items", "a duplicate")
+            seen.add(item)
 
 
 # --------------------------------------------------------------------------------------

@@ -135,6 +135,12 @@ def _columns_table(cols: dict[str, Any]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mlwatch.demo import run_demo
+
+    return run_demo(calls=args.calls, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlwatch", description="Watch ML models where they run.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--drift-share", type=float, default=0.5, help="share of drifted columns that means dataset drift")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when dataset drift is found")
     d.set_defaults(func=_cmd_drift)
+
+    m = sub.add_parser("demo", help="run a monitored model, inject trouble halfway, and show mlwatch finding it")
+    m.add_argument("--calls", type=int, default=20_000, help="monitored predictions to make")
+    m.add_argument("--out", default=None, help="directory for the profile files (default: a temporary one)")
+    m.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("show", help="summarise a profile")
     s.add_argument("profile")

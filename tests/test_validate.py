@@ -613,23 +613,21 @@ def synth_hll(r: random.Random) -> bytes:
         return head + struct.pack(f"<{len(cells)}I", *cells)
     k = 1 << lg_k
     flags |= 32 if r.random() < 0.2 else 0
-    fill = r.random()
+    g = np.random.default_rng(r.getrandbits(64))
+    filled = g.random(k) < r.random()
+    aux: dict[int, int] = {}
+    lg_aux = 0
+    tail = b""
     if tgt == 0:
         cur_min = r.choice((0, 0, 1, 5, r.randint(0, 48)))
-        nibbles = [0 if r.random() > fill else r.randint(0, 14) for _ in range(k)]
+        nibbles = np.where(filled, g.integers(0, 15, k), 0).clip(0, 63 - cur_min)
         nibbles[r.randrange(k)] = 0
-        aux: dict[int, int] = {}
         if cur_min + 15 <= 63:
             for slot in r.sample(range(k), r.choice((0, 0, 1, 3, min(k, r.randint(0, 300))))):
                 if nibbles[slot]:
                     nibbles[slot] = 15
                     aux[slot] = r.randint(cur_min + 15, 63)
-        nibbles = [min(v, 63 - cur_min) if v != 15 else v for v in nibbles]
-        if 0 not in nibbles:
-            nibbles[next(i for i, v in enumerate(nibbles) if v != 15)] = 0
-        registers = bytes(nibbles[i] | (nibbles[i + 1] << 4) for i in range(0, k, 2))
-        lg_aux = 0
-        tail = b""
+        registers = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
         min_lg_aux = (0, 2, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9, 10, 11, 12, 13)[lg_k]
         if aux:
             lg_aux = max(min_lg_aux, math.ceil(math.log2(len(aux) * 4 / 3 + 1e-9)))
@@ -644,17 +642,14 @@ def synth_hll(r: random.Random) -> bytes:
         elif not compact:
             tail = bytes(4 << min_lg_aux)
     else:
-        cur_min, lg_aux = 0, 0
-        values = [0 if r.random() > fill else r.randint(0, 63) for _ in range(k)]
-        aux = {}
+        cur_min = 0
+        values = np.where(filled, g.integers(0, 64, k), 0).astype(np.uint64)
         if tgt == 2:
-            registers = bytes(values)
-        else:
-            acc = 0
-            for i, v in enumerate(values):
-                acc |= v << (6 * i)
-            registers = acc.to_bytes(((3 * k) >> 2) + 1, "little")
-        tail = b""
+            registers = values.astype(np.uint8).tobytes()
+        else:  # pack 6-bit registers, 4 to every 3 bytes, plus one padding byte
+            quads = values.reshape(-1, 4)
+            word = quads[:, 0] | (quads[:, 1] << np.uint64(6)) | (quads[:, 2] << np.uint64(12)) | (quads[:, 3] << np.uint64(18))
+            registers = np.stack([(word >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(3)], axis=1).astype(np.uint8).tobytes() + b"\0"
     head = bytes([10, 1, 7, lg_k, lg_aux, flags, cur_min, 2 | (tgt << 2)])
     head += struct.pack("<dddII", r.choice((0.0, r.random() * 1e6)), 0.0, 0.0, 0, len(aux))
     return hll_fix_summary(head + registers + tail)
