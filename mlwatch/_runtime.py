@@ -344,6 +344,10 @@ class Runtime:
         if self._exporters is None:
             if self.settings.exporters is not None:
                 self._exporters = list(self.settings.exporters)
+            elif self.settings.otlp_enabled:
+                from mlwatch.otlp import OtlpExporter
+
+                self._exporters = [OtlpExporter.from_settings(self.settings)]
             else:
                 from mlwatch.local_export import LocalFileExporter
 

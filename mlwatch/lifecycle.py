@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from mlwatch._health import HEALTH
@@ -19,12 +20,23 @@ def configure(**options: Any) -> None:
     RUNTIME.restart()
 
 
-def flush() -> int:
+def flush(timeout: float | None = None) -> int:
     """Aggregate everything buffered, close the current windows and export them now.
 
-    Returns the number of profiles handed to the exporters.
+    Exporters that send in the background (OTLP) are then given up to `timeout` seconds
+    (default: the ``shutdown_timeout`` setting) to deliver. Returns the number of profiles
+    handed to the exporters.
     """
-    return RUNTIME.flush()
+    n = RUNTIME.flush()
+    deadline = time.monotonic() + (RUNTIME.settings.shutdown_timeout if timeout is None else timeout)
+    for exp in list(RUNTIME._exporters or []):
+        force_flush = getattr(exp, "force_flush", None)
+        if callable(force_flush):
+            try:
+                force_flush(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                HEALTH.count_error("flush", exc)
+    return n
 
 
 def shutdown() -> None:
@@ -37,4 +49,6 @@ def health() -> dict[str, Any]:
     snap = HEALTH.snapshot()
     snap["queued_records"] = sum(len(r.queue) for r in RUNTIME.recorders)
     snap["open_windows"] = sum(len(r.open) for r in RUNTIME.recorders)
+    pending = [getattr(e, "pending", 0) for e in RUNTIME._exporters or []]
+    snap["export_pending"] = sum(n for n in pending if type(n) is int)  # profiles waiting for a collector
     return snap

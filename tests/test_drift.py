@@ -15,7 +15,7 @@ from scipy import spatial, stats
 
 import mlwatch
 from mlwatch import ConfigError, Profile
-from mlwatch.column import ColumnProfile
+from mlwatch.column import ColumnProfile, DeclaredKind
 from mlwatch.drift import DEFAULT_THRESHOLDS, DriftReport, drift
 
 Array = npt.NDArray[np.float64]
@@ -309,6 +309,7 @@ def test_non_finite_statistics_are_not_drift_and_json_safe() -> None:
 
 
 # ============================================================================ properties
+_KINDS: list[DeclaredKind | None] = [None, None, "categorical", "numeric", "text"]
 _values = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -325,7 +326,7 @@ def small_profiles(draw: st.DrawFn) -> Profile:
     names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
     n = draw(st.integers(0, 40))
     for name in names:
-        kind = draw(st.sampled_from([None, None, "categorical", "numeric", "text"]))
+        kind = draw(st.sampled_from(_KINDS))
         col = ColumnProfile(name, kind=kind)
         col.update(draw(st.lists(_values, min_size=n, max_size=n)))
         p.columns[name] = col

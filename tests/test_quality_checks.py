@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import mlwatch
 from mlwatch import ConfigError, Profile
-from mlwatch.column import ColumnProfile
+from mlwatch.column import ColumnProfile, DeclaredKind
 from mlwatch.quality_checks import Constraint, QualityIssue, QualityReport, check_quality
 
 
@@ -282,6 +282,7 @@ def test_empty_profiles() -> None:
     assert check_quality(None, Profile("m")).ok
 
 
+_KINDS: list[DeclaredKind | None] = [None, None, "categorical", "numeric", "text"]
 _values = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -298,7 +299,7 @@ def small_profiles(draw: st.DrawFn) -> Profile:
     names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
     n = draw(st.integers(0, 40))
     for name in names:
-        col = ColumnProfile(name, kind=draw(st.sampled_from([None, None, "categorical", "numeric", "text"])))
+        col = ColumnProfile(name, kind=draw(st.sampled_from(_KINDS)))
         col.update(draw(st.lists(_values, min_size=n, max_size=n)))
         p.columns[name] = col
     return p

@@ -50,7 +50,8 @@ def summary_dist(values: Array) -> SketchDistribution:
 def raw_masses(values: Array, edges: Array) -> Array:
     """Exact shares of raw values in the right-closed bins (-inf, e0], (e0, e1], ..., (e_last, inf)."""
     idx = np.searchsorted(edges, values, side="left")
-    return np.bincount(idx, minlength=edges.shape[0] + 1) / values.shape[0]
+    counts = np.bincount(idx, minlength=edges.shape[0] + 1).astype(np.float64)
+    return np.asarray(counts / values.shape[0], dtype=np.float64)
 
 
 def raw_psi(ref: Array, cur: Array, edges: Array) -> float:
@@ -81,8 +82,13 @@ CASES: dict[str, Case] = {
     "lognormal-identical": lambda r: (r.lognormal(0, 1, N), r.lognormal(0, 1, N)),
     "lognormal-shifted": lambda r: (r.lognormal(0, 1, N), r.lognormal(0.3, 1.2, N)),
     "lognormal-heavy": lambda r: (r.lognormal(0, 2, N), r.lognormal(0.2, 2, N)),
-    "pareto-outliers": lambda r: (pareto_with_outliers(r, N, 1.0), pareto_with_outliers(r, N, 1.2)),
+    "pareto-outliers-stable": lambda r: (pareto_with_outliers(r, N, 1.0), pareto_with_outliers(r, N, 1.0)),
+    "pareto-outliers-scaled": lambda r: (pareto_with_outliers(r, N, 1.0), pareto_with_outliers(r, N, 1.2)),
     "pareto-infinite-variance": lambda r: (r.pareto(1.1, N), r.pareto(1.1, N) * 1.3),
+    "zero-inflated-lognormal": lambda r: (
+        np.where(r.uniform(size=N) < 0.3, 0.0, r.lognormal(0, 1, N)),
+        np.where(r.uniform(size=N) < 0.4, 0.0, r.lognormal(0, 1, N)),
+    ),
     "poisson-integers": lambda r: (r.poisson(3, N).astype(float), r.poisson(3.5, N).astype(float)),
     "few-integer-levels": lambda r: (r.integers(0, 4, N).astype(float), r.integers(0, 5, N).astype(float)),
 }

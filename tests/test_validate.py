@@ -12,9 +12,11 @@ import faulthandler
 import math
 import os
 import random
+import select
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -38,7 +40,9 @@ KIND_NAMES = ("kll", "frequent_strings", "hll")
 VALIDATORS: tuple[Callable[[bytes], None], ...] = (validate_kll_doubles, validate_frequent_strings, validate_hll)
 HLL_TYPES = (ds.HLL_4, ds.HLL_6, ds.HLL_8)
 FUZZ_SEED = 20261128
-FUZZ_CASES = {KLL: 4000, FI: 3000, HLL: 5000}  # 12,000 cases in all
+# 20,000 cases in all; MLWATCH_FUZZ_SCALE=20 turns the test into a 400,000-case campaign
+FUZZ_SCALE = float(os.environ.get("MLWATCH_FUZZ_SCALE", "1"))
+FUZZ_CASES = {kind: int(n * FUZZ_SCALE) for kind, n in ((0, 7000), (1, 5000), (2, 8000))}
 WORKERS = 2
 
 # --------------------------------------------------------------------------------------
@@ -54,7 +58,8 @@ def _murmur3_int64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = k * np.uint64(0xFF51AFD7ED558CCD)
         k = k ^ (k >> np.uint64(33))
         k = k * np.uint64(0xC4CEB9FE1A85EC53)
-        return k ^ (k >> np.uint64(33))
+        out: np.ndarray = k ^ (k >> np.uint64(33))
+        return out
 
     with np.errstate(over="ignore"):
         k1 = keys.astype(np.uint64) * np.uint64(0x87C37B91114253D5)
@@ -648,8 +653,18 @@ def synth_hll(r: random.Random) -> bytes:
             registers = values.astype(np.uint8).tobytes()
         else:  # pack 6-bit registers, 4 to every 3 bytes, plus one padding byte
             quads = values.reshape(-1, 4)
-            word = quads[:, 0] | (quads[:, 1] << np.uint64(6)) | (quads[:, 2] << np.uint64(12)) | (quads[:, 3] << np.uint64(18))
-            registers = np.stack([(word >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(3)], axis=1).astype(np.uint8).tobytes() + b"\0"
+            word = (
+                quads[:, 0]
+                | (quads[:, 1] << np.uint64(6))
+                | (quads[:, 2] << np.uint64(12))
+                | (quads[:, 3] << np.uint64(18))
+            )
+            registers = (
+                np.stack([(word >> np.uint64(8 * i)) & np.uint64(0xFF) for i in range(3)], axis=1)
+                .astype(np.uint8)
+                .tobytes()
+                + b"\0"
+            )
     head = bytes([10, 1, 7, lg_k, lg_aux, flags, cur_min, 2 | (tgt << 2)])
     head += struct.pack("<dddII", r.choice((0.0, r.random() * 1e6)), 0.0, 0.0, 0, len(aux))
     return hll_fix_summary(head + registers + tail)
@@ -776,32 +791,40 @@ def worker_main() -> None:
         kind, size = struct.unpack("<BI", head)
         data = stdin.read(size)
         if kind == CRASH_KIND:
-            faulthandler._sigsegv()
+            faulthandler._sigsegv()  # type: ignore[attr-defined]
         stdout.write(bytes([exercise(kind, data)]))
         stdout.flush()
 
 
 class WorkerCrashError(AssertionError):
-    """A native call killed the worker process."""
+    """A native call killed (or hung) a worker process."""
 
 
 class WorkerPool:
     """A few long-lived worker processes that each run many cases and report one status per case."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, case_timeout: float = 120.0) -> None:
         root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+        self._timeout = case_timeout
+        self._logs = [self._anonymous_log() for _ in range(size)]  # a crashed worker's backtrace lands here
         self._procs = [
             subprocess.Popen(
                 [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=log,
                 env=env,
                 cwd=root,
             )
-            for _ in range(size)
+            for log in self._logs
         ]
+
+    @staticmethod
+    def _anonymous_log() -> int:
+        fd, path = tempfile.mkstemp(prefix="mlwatch-worker-", suffix=".log")
+        os.unlink(path)
+        return fd
 
     def __enter__(self) -> Self:
         return self
@@ -817,6 +840,23 @@ class WorkerPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for fd in self._logs:
+            os.close(fd)
+
+    def _ask(self, proc: subprocess.Popen[bytes], kind: int, data: bytes) -> bytes | None:
+        """Send one case: the one-byte answer, b"" if the worker died, None if it hung (it is then killed)."""
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            proc.stdin.write(struct.pack("<BI", kind, len(data)) + data)
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self._timeout)
+            if not ready:
+                proc.kill()
+                return None
+            return proc.stdout.read(1)
+        except OSError:
+            return b""
 
     def run(self, cases: Sequence[tuple[int, bytes]]) -> list[int]:
         """Statuses in case order; raises WorkerCrashError naming the input that killed a worker."""
@@ -825,32 +865,27 @@ class WorkerPool:
         lock = threading.Lock()
         next_index = iter(range(len(cases)))
 
-        def drive(proc: subprocess.Popen[bytes]) -> None:
-            assert proc.stdin is not None
-            assert proc.stdout is not None
+        def drive(proc: subprocess.Popen[bytes], log: int) -> None:
             while True:
                 with lock:
-                    if crashes:
-                        return
-                    i = next(next_index, None)
+                    i = None if crashes else next(next_index, None)
                 if i is None:
                     return
                 kind, data = cases[i]
-                try:
-                    proc.stdin.write(struct.pack("<BI", kind, len(data)) + data)
-                    proc.stdin.flush()
-                    answer = proc.stdout.read(1)
-                except (BrokenPipeError, OSError):
-                    answer = b""
-                if not answer:
-                    code = proc.wait()
-                    with lock:
-                        name = KIND_NAMES[kind] if kind < len(KIND_NAMES) else str(kind)
-                        crashes.append(f"worker died (exit code {code}) on {name} case #{i}: {data.hex()}")
-                    return
-                statuses[i] = answer[0]
+                answer = self._ask(proc, kind, data)
+                if answer:
+                    statuses[i] = answer[0]
+                    continue
+                code = proc.wait()
+                os.lseek(log, 0, os.SEEK_SET)
+                trace = os.read(log, 1 << 20).decode(errors="replace")[-3000:]
+                name = KIND_NAMES[kind] if kind < len(KIND_NAMES) else str(kind)
+                what = f"hung for {self._timeout:g} s" if answer is None else f"died (exit code {code})"
+                with lock:
+                    crashes.append(f"worker {what} on {name} case #{i}: {data.hex()}\n{trace}")
+                return
 
-        threads = [threading.Thread(target=drive, args=(proc,)) for proc in self._procs]
+        threads = [threading.Thread(target=drive, args=pair) for pair in zip(self._procs, self._logs, strict=True)]
         for t in threads:
             t.start()
         for t in threads:
@@ -928,8 +963,8 @@ def test_limits_are_enforced() -> None:
 def test_bytes_like_inputs_are_accepted(corpus: list[list[bytes]]) -> None:
     for kind, images in enumerate(corpus):
         data = images[-1]
-        VALIDATORS[kind](bytearray(data))
-        VALIDATORS[kind](memoryview(data))
+        VALIDATORS[kind](bytearray(data))  # type: ignore[arg-type]
+        VALIDATORS[kind](memoryview(data))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -939,9 +974,12 @@ def test_bytes_like_inputs_are_accepted(corpus: list[list[bytes]]) -> None:
         (KLL, lambda b: b[:8] + struct.pack("<Q", struct.unpack_from("<Q", b, 8)[0] + 1) + b[16:], "n: expected"),
         (KLL, lambda b: b[:-8] + struct.pack("<d", math.nan), "NaN"),
         (KLL, lambda b: b[:-1], "total length"),
+        (KLL, lambda b: b[:8] + struct.pack("<Q", 2**63) + b[16:], "n: expected at most 2\\^52"),
         (FI, lambda b: b[:8] + struct.pack("<I", 60000) + b[12:], "number of active items"),
         (FI, lambda b: b[:32] + bytes(8) + b[40:], "weight of item 0"),
+        (FI, lambda b: b[:-1] + b"\xff", "valid UTF-8"),
         (HLL, lambda b: b[:6] + bytes([200]) + b[7:], "coupon count"),
+        (HLL, lambda b: b[:8] + b[12:16] + b[12:], "distinct coupons"),
     ],
 )
 def test_targeted_corruptions_are_named(kind: int, mutation: Callable[[bytes], bytes], message: str) -> None:
@@ -972,15 +1010,17 @@ def test_hll4_register_without_exception_entry_is_rejected() -> None:
 
 
 def test_fuzz_never_crashes_the_native_code(corpus: list[list[bytes]]) -> None:
-    """12,000 corrupted images; every one the validator accepts must deserialize and work natively."""
+    """20,000 corrupted images; every one the validator accepts must deserialize and work natively."""
     accepted: list[tuple[int, bytes]] = []
     total = 0
     for kind, data in fuzz_cases(corpus, FUZZ_CASES, FUZZ_SEED):
         total += 1
         if validate(kind, data):
             accepted.append((kind, data))
-    assert total >= 10_000
-    assert accepted  # the fuzz also reaches the native code with odd-but-consistent images
+    assert total >= 10_000 * min(FUZZ_SCALE, 1.0)
+    # the fuzz must also reach the native code with odd-but-consistent images, not only real ones
+    known = {data for images in corpus for data in images}
+    assert sum(data not in known for _, data in accepted) >= total // 20
     with WorkerPool(WORKERS) as pool:
         statuses = pool.run(accepted)
     raised = [(KIND_NAMES[k], d.hex()) for (k, d), s in zip(accepted, statuses, strict=True) if s != OK]

@@ -1,0 +1,139 @@
+"""The bounded state of window profiles waiting for export.
+
+What: `PendingProfiles` keeps at most one profile per identity (model, version, segment,
+window start), each with its encoded bytes. A profile whose identity is already pending is merged
+into it; so is a profile whose export failed and is put back. Two caps bound it: the number of
+distinct windows and the total encoded bytes. Over a cap, the oldest window's profiles are
+dropped, and their calls counted in ``mlwatch.health()["dropped"]["export_pending_full"]``.
+
+Why: while a collector is down, the naive design (a queue of failed batches) grows without
+limit and re-sends duplicates. Profiles are monoids, so a retried window simply merges with
+whatever arrived for the same window meanwhile: memory stays proportional to the number of
+identities and windows kept, never to the traffic or the length of the outage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mlwatch._health import HEALTH
+from mlwatch.profile import Profile
+
+__all__ = ["Entry", "PendingProfiles", "identity", "records_of"]
+
+Key = tuple[Any, ...]
+
+
+def identity(p: Profile) -> Key:
+    """What makes two window profiles the same one: (model, version, segment, window start)."""
+    return (p.model, p.version, p.segment_key, p.window_start)
+
+
+def records_of(p: Profile) -> int:
+    """The calls (or, for batch profiles, the rows) a profile stands for: what a drop loses."""
+    return p.calls or p.rows
+
+
+@dataclass
+class Entry:
+    """One pending profile and its encoded bytes (the log record body)."""
+
+    profile: Profile
+    data: bytes
+
+
+class PendingProfiles:
+    """Thread-safe, bounded, merge-on-collision store of profiles to export."""
+
+    def __init__(self, *, max_bytes: int, max_windows: int, encode: Callable[[Profile], bytes]) -> None:
+        self.max_bytes = max_bytes
+        self.max_windows = max_windows
+        self._encode = encode
+        self._lock = threading.Lock()
+        self._entries: dict[Key, Entry] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Total encoded size of what is pending."""
+        return self._bytes
+
+    def add(self, profiles: Iterable[Profile]) -> None:
+        """New closed windows: merge each into its pending identity or add it, then enforce the caps."""
+        with self._lock:
+            for p in profiles:
+                self._put(p)
+            self._enforce()
+
+    def put_back(self, entries: Iterable[Entry]) -> None:
+        """Profiles whose export failed in a way worth retrying: merge them back, then enforce the caps."""
+        with self._lock:
+            for e in entries:
+                self._put(e.profile, e.data)
+            self._enforce()
+
+    def take(self) -> list[Entry]:
+        """Remove and return everything pending, oldest window first."""
+        with self._lock:
+            entries = sorted(self._entries.values(), key=_age)
+            self._entries = {}
+            self._bytes = 0
+        return entries
+
+    def clear(self) -> list[Entry]:
+        """Remove everything (at shutdown, what could not be sent); returns it for counting."""
+        return self.take()
+
+    # ------------------------------------------------------------------ internals (lock held)
+    def _put(self, p: Profile, data: bytes | None = None) -> None:
+        key = identity(p)
+        have = self._entries.pop(key, None)
+        if have is not None:
+            self._bytes -= len(have.data)
+            try:
+                p = have.profile.merge(p)  # a new object: profiles being sent are never mutated
+                data = None
+            except Exception as exc:  # incompatible sketches (settings changed): keep the newer one
+                HEALTH.count_error("export_merge", exc)
+                HEALTH.count_dropped("export_merge", records_of(have.profile))
+        if data is None:
+            try:
+                data = self._encode(p)
+            except Exception as exc:
+                HEALTH.count_error("export_encode", exc)
+                HEALTH.count_dropped("export_encode", records_of(p))
+                return
+        self._entries[key] = Entry(p, data)
+        self._bytes += len(data)
+
+    def _enforce(self) -> None:
+        windows = sorted({_window(e) for e in self._entries.values()})
+        too_old = set(windows[: max(0, len(windows) - self.max_windows)])
+        victims = [k for k, e in self._entries.items() if _window(e) in too_old]
+        if self._bytes - sum(len(self._entries[k].data) for k in victims) > self.max_bytes:
+            left = sorted((item for item in self._entries.items() if item[0] not in victims), key=lambda kv: _age(kv[1]))
+            size = self._bytes - sum(len(self._entries[k].data) for k in victims)
+            for k, e in left:
+                if size <= self.max_bytes:
+                    break
+                victims.append(k)
+                size -= len(e.data)
+        for k in victims:
+            e = self._entries.pop(k)
+            self._bytes -= len(e.data)
+            HEALTH.count_dropped("export_pending_full", records_of(e.profile))
+
+
+def _window(e: Entry) -> float:
+    w = e.profile.window_start
+    return float("-inf") if w is None else w
+
+
+def _age(e: Entry) -> tuple[float, str, str]:
+    return (_window(e), e.profile.model, e.profile.segment_key)

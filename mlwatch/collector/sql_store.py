@@ -1,0 +1,289 @@
+"""The SQL shared by the SQLite and PostgreSQL stores: one implementation of `Store`, two drivers.
+
+Queries are written once with ``?`` placeholders; the PostgreSQL driver rewrites them to ``%s``.
+Both drivers use one connection guarded by a lock (calls come from a thread pool), autocommit
+outside explicit transactions, and ``INSERT ... ON CONFLICT`` for idempotent writes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from mlwatch._errors import ConfigError
+from mlwatch.collector.migrations import MIGRATIONS, Dialect, latest_version
+from mlwatch.collector.store import (
+    Filters,
+    ProfileRow,
+    ReferenceRow,
+    Rollup,
+    RollupMeta,
+    SeriesKey,
+    WindowStat,
+)
+
+__all__ = ["SqlStore"]
+
+_NO_FILTERS = Filters()
+_IN_CHUNK = 500
+
+
+def _where(filters: Filters) -> tuple[str, list[Any]]:
+    sql, params = "", []
+    for column in ("service", "version", "segment"):
+        value = getattr(filters, column)
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return sql, params
+
+
+class SqlStore:
+    """`Store` over a DB-API connection; subclasses provide the driver specifics."""
+
+    dialect: Dialect
+    url: str
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._known_features: set[tuple[str, str, str, str]] = set()
+
+    # ------------------------------------------------------------------ driver hooks
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def _lock_migrations(self) -> None:
+        """Serialize migrations between processes (PostgreSQL: an advisory lock)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._execute(sql, params).fetchall())
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self._lock, self._transaction():
+            yield
+
+    # ------------------------------------------------------------------ schema
+    def migrate(self) -> None:
+        """Apply every migration newer than the database's version (refuse a newer database)."""
+        with self._tx():
+            self._lock_migrations()
+            self._execute(
+                f"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                f"applied_at {self.dialect.double} NOT NULL, description TEXT NOT NULL)"
+            )
+            current = self._execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if current > latest_version():
+                raise ConfigError(
+                    f"the database {self.url} has schema version {current}, newer than this mlwatch "
+                    f"({latest_version()}): upgrade mlwatch"
+                )
+            for migration in MIGRATIONS:
+                if migration.version > current:
+                    for statement in migration.render(self.dialect):
+                        self._execute(statement)
+                    self._execute(
+                        "INSERT INTO schema_version (version, applied_at, description) VALUES (?, ?, ?)",
+                        (migration.version, time.time(), migration.description),
+                    )
+
+    def schema_version(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0])
+
+    # ------------------------------------------------------------------ ingest
+    def has_payload(self, service: str, instance: str, content_hash: str) -> bool:
+        rows = self._rows(
+            "SELECT 1 FROM profiles WHERE content_hash = ? AND service = ? AND instance = ? LIMIT 1",
+            (content_hash, service, instance),
+        )
+        return bool(rows)
+
+    def add_profiles(self, rows: Sequence[ProfileRow]) -> list[bool]:
+        """Insert each row unless the same payload is already stored; True for the new ones."""
+        added: list[bool] = []
+        now = time.time()
+        with self._tx():
+            for r in rows:
+                cur = self._execute(
+                    "INSERT INTO profiles (service, instance, model, version, segment, window_start, window_end, "
+                    "content_hash, received_at, n_rows, calls, errors, size_bytes, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (
+                        r.service, r.instance, r.key.model, r.key.version, r.key.segment, r.window_start,
+                        r.window_end, r.content_hash, now, r.n_rows, r.calls, r.errors, len(r.payload), r.payload,
+                    ),
+                )
+                added.append(cur.rowcount == 1)
+                for role, name, kind in r.features:
+                    ident = (r.key.model, r.key.version, role, name)
+                    if ident not in self._known_features:
+                        self._execute(
+                            "INSERT INTO features (model, version, role, name, kind, first_seen) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                            (*ident, kind, now),
+                        )
+        for r in rows:  # remember only after the commit
+            self._known_features.update((r.key.model, r.key.version, role, name) for role, name, _ in r.features)
+        return added
+
+    # ------------------------------------------------------------------ reading windows
+    def window_stats(self, model: str, start: float, end: float, filters: Filters = _NO_FILTERS) -> list[WindowStat]:
+        extra, params = _where(filters)
+        rows = self._rows(
+            "SELECT service, version, segment, window_start, MAX(window_end), COUNT(*), MAX(id), SUM(n_rows), "
+            "SUM(calls), SUM(errors), COUNT(DISTINCT instance) FROM profiles "
+            f"WHERE model = ? AND window_start >= ? AND window_start < ?{extra} "
+            "GROUP BY service, version, segment, window_start ORDER BY window_start, service, version, segment",
+            (model, start, end, *params),
+        )
+        return [
+            WindowStat(SeriesKey(r[0], model, r[1], r[2]), float(r[3]), float(r[4]), int(r[5]), int(r[6]),
+                       int(r[7]), int(r[8]), int(r[9]), int(r[10]))
+            for r in rows
+        ]
+
+    def raw_payloads(self, key: SeriesKey, window_starts: Sequence[float]) -> list[tuple[float, bytes]]:
+        out: list[tuple[float, bytes]] = []
+        starts = sorted(set(window_starts))
+        for i in range(0, len(starts), _IN_CHUNK):
+            chunk = starts[i : i + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            out.extend(
+                (float(ws), bytes(payload))
+                for ws, payload in self._rows(
+                    "SELECT window_start, payload FROM profiles WHERE service = ? AND model = ? AND version = ? "
+                    f"AND segment = ? AND window_start IN ({marks}) ORDER BY window_start, id",
+                    (key.service, key.model, key.version, key.segment, *chunk),
+                )
+            )
+        return out
+
+    def rollup_meta(self, key: SeriesKey, start: float, end: float) -> list[RollupMeta]:
+        rows = self._rows(
+            "SELECT tier, bucket_start, n_parts, max_id FROM rollups WHERE service = ? AND model = ? "
+            "AND version = ? AND segment = ? AND bucket_start >= ? AND bucket_start < ?",
+            (key.service, key.model, key.version, key.segment, start, end),
+        )
+        return [RollupMeta(float(r[0]), float(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def rollup_payload(self, key: SeriesKey, tier: float, bucket_start: float) -> bytes | None:
+        rows = self._rows(
+            "SELECT payload FROM rollups WHERE service = ? AND model = ? AND version = ? AND segment = ? "
+            "AND tier = ? AND bucket_start = ?",
+            (key.service, key.model, key.version, key.segment, tier, bucket_start),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def put_rollup(self, rollup: Rollup) -> None:
+        k = rollup.key
+        with self._tx():
+            self._execute(
+                "INSERT INTO rollups (service, model, version, segment, tier, bucket_start, bucket_end, n_parts, "
+                "max_id, built_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (service, model, version, segment, tier, bucket_start) DO UPDATE SET "
+                "bucket_end = excluded.bucket_end, n_parts = excluded.n_parts, max_id = excluded.max_id, "
+                "built_at = excluded.built_at, payload = excluded.payload",
+                (k.service, k.model, k.version, k.segment, rollup.tier, rollup.bucket_start, rollup.bucket_end,
+                 rollup.n_parts, rollup.max_id, time.time(), rollup.payload),
+            )
+
+    def window_starts_before(self, model: str, before: float, limit: int, filters: Filters = _NO_FILTERS) -> list[float]:
+        extra, params = _where(filters)
+        rows = self._rows(
+            f"SELECT DISTINCT window_start FROM profiles WHERE model = ? AND window_start < ?{extra} "
+            "ORDER BY window_start DESC LIMIT ?",
+            (model, before, *params, limit),
+        )
+        return [float(r[0]) for r in rows]
+
+    def latest_window_end(self, model: str, filters: Filters = _NO_FILTERS) -> float | None:
+        extra, params = _where(filters)
+        rows = self._rows(f"SELECT MAX(window_end) FROM profiles WHERE model = ?{extra}", (model, *params))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    # ------------------------------------------------------------------ listing
+    def services(self) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT service, COUNT(DISTINCT instance), COUNT(DISTINCT model), COUNT(*), MIN(window_start), "
+            "MAX(window_end), MAX(received_at) FROM profiles GROUP BY service ORDER BY service"
+        )
+        return [
+            {"service": r[0], "instances": int(r[1]), "models": int(r[2]), "profiles": int(r[3]),
+             "first_window_start": float(r[4]), "last_window_end": float(r[5]), "last_received_at": float(r[6])}
+            for r in rows
+        ]
+
+    def models(self) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT model, COUNT(DISTINCT version), COUNT(DISTINCT segment), COUNT(DISTINCT service), COUNT(*), "
+            "MIN(window_start), MAX(window_end) FROM profiles GROUP BY model ORDER BY model"
+        )
+        refs = {r[0] for r in self._rows("SELECT model FROM model_references")}
+        return [
+            {"model": r[0], "versions": int(r[1]), "segments": int(r[2]), "services": int(r[3]), "profiles": int(r[4]),
+             "first_window_start": float(r[5]), "last_window_end": float(r[6]), "has_reference": r[0] in refs}
+            for r in rows
+        ]
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT version, COUNT(*), MIN(window_start), MAX(window_end), SUM(n_rows), SUM(calls) FROM profiles "
+            "WHERE model = ? GROUP BY version ORDER BY MIN(window_start)",
+            (model,),
+        )
+        return [
+            {"version": r[0] or None, "profiles": int(r[1]), "first_window_start": float(r[2]),
+             "last_window_end": float(r[3]), "rows": int(r[4]), "calls": int(r[5])}
+            for r in rows
+        ]
+
+    def features(self, model: str, version: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT version, role, name, kind, first_seen FROM features WHERE model = ?"
+        params: list[Any] = [model]
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(version)
+        rows = self._rows(sql + " ORDER BY role, name, version", params)
+        return [{"version": r[0] or None, "role": r[1], "name": r[2], "kind": r[3], "first_seen": float(r[4])} for r in rows]
+
+    # ------------------------------------------------------------------ references
+    def set_reference(self, ref: ReferenceRow) -> None:
+        with self._tx():
+            self._execute(
+                "INSERT INTO model_references (model, payload, uploaded_at, source, summary) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (model) DO UPDATE SET payload = excluded.payload, uploaded_at = excluded.uploaded_at, "
+                "source = excluded.source, summary = excluded.summary",
+                (ref.model, ref.payload, ref.uploaded_at, ref.source, json.dumps(ref.summary)),
+            )
+
+    def get_reference(self, model: str) -> ReferenceRow | None:
+        rows = self._rows(
+            "SELECT payload, uploaded_at, source, summary FROM model_references WHERE model = ?", (model,)
+        )
+        if not rows:
+            return None
+        payload, uploaded_at, source, summary = rows[0]
+        return ReferenceRow(model, bytes(payload), float(uploaded_at), source, json.loads(summary))
+
+    def delete_reference(self, model: str) -> bool:
+        with self._tx():
+            cur = self._execute("DELETE FROM model_references WHERE model = ?", (model,))
+            return bool(cur.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("profiles", "rollups", "features", "model_references"):
+            out[table] = int(self._rows(f"SELECT COUNT(*) FROM {table}")[0][0])
+        return out
