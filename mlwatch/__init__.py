@@ -16,6 +16,7 @@ from mlwatch.drift import ColumnDrift, DriftReport, drift
 from mlwatch.lifecycle import configure, flush, health, shutdown
 from mlwatch.local_export import LocalFileExporter
 from mlwatch.monitoring import Observation, monitor, observe
+from mlwatch.otlp import OtlpExporter
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
 from mlwatch.quality_checks import Constraint, QualityIssue, QualityReport, check_quality
@@ -39,6 +40,7 @@ __all__ = [
     "LocalFileExporter",
     "MlwatchError",
     "Observation",
+    "OtlpExporter",
     "Profile",
     "ProfileConfig",
     "ProfileFormatError",

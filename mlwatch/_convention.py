@@ -19,6 +19,7 @@ __all__ = [
     "ATTR_KEY_ID",
     "ATTR_MODEL",
     "ATTR_MODEL_VERSION",
+    "ATTR_PAYLOAD_ID",
     "ATTR_QUANTILE",
     "ATTR_REASON",
     "ATTR_SEGMENT",
@@ -49,6 +50,9 @@ ATTR_FORMAT_VERSION = "mlwatch.format.version"
 ATTR_CALLS = "mlwatch.profile.calls"
 #: The HMAC key id (string), present when the body is signed with HMAC-SHA256.
 ATTR_KEY_ID = "mlwatch.signature.key_id"
+#: A random id of these body bytes (32 hex digits), the same on every retry of the same bytes:
+#: delivery is at-least-once, so a receiver may drop a payload id it already accepted.
+ATTR_PAYLOAD_ID = "mlwatch.profile.id"
 
 #: Metric attributes.
 ATTR_FEATURE = "mlwatch.feature"

@@ -157,7 +157,10 @@ def bucket_counts(latency: KllSketch, bounds: Sequence[float] = DURATION_BUCKETS
     n = latency.n
     if n == 0:
         return [0] * (len(bounds) + 1)
-    ranks = np.concatenate(([0.0], latency.cdf(list(bounds))))
+    # `KllSketch.cdf` ranks values strictly below each split point; OTel buckets include their
+    # upper bound, so split just above each bound.
+    above = np.nextafter(np.asarray(bounds, dtype=np.float64), np.inf)
+    ranks = np.concatenate(([0.0], latency.cdf(above.tolist())))
     ranks[-1] = 1.0
     raw = np.diff(ranks) * n
     counts = np.floor(raw).astype(np.int64)

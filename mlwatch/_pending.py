@@ -15,8 +15,9 @@ identities and windows kept, never to the traffic or the length of the outage.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlwatch._health import HEALTH
@@ -39,10 +40,15 @@ def records_of(p: Profile) -> int:
 
 @dataclass
 class Entry:
-    """One pending profile and its encoded bytes (the log record body)."""
+    """One pending profile, its encoded bytes (the log record body) and the id of those bytes.
+
+    The id is new whenever the bytes are (re-)encoded and kept while the same bytes are retried,
+    so a receiver can drop a payload it already accepted (at-least-once delivery).
+    """
 
     profile: Profile
     data: bytes
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class PendingProfiles:
@@ -75,7 +81,7 @@ class PendingProfiles:
         """Profiles whose export failed in a way worth retrying: merge them back, then enforce the caps."""
         with self._lock:
             for e in entries:
-                self._put(e.profile, e.data)
+                self._put(e.profile, e.data, e.id)
             self._enforce()
 
     def take(self) -> list[Entry]:
@@ -91,14 +97,14 @@ class PendingProfiles:
         return self.take()
 
     # ------------------------------------------------------------------ internals (lock held)
-    def _put(self, p: Profile, data: bytes | None = None) -> None:
+    def _put(self, p: Profile, data: bytes | None = None, payload_id: str | None = None) -> None:
         key = identity(p)
         have = self._entries.pop(key, None)
         if have is not None:
             self._bytes -= len(have.data)
             try:
                 p = have.profile.merge(p)  # a new object: profiles being sent are never mutated
-                data = None
+                data = payload_id = None
             except Exception as exc:  # incompatible sketches (settings changed): keep the newer one
                 HEALTH.count_error("export_merge", exc)
                 HEALTH.count_dropped("export_merge", records_of(have.profile))
@@ -109,7 +115,7 @@ class PendingProfiles:
                 HEALTH.count_error("export_encode", exc)
                 HEALTH.count_dropped("export_encode", records_of(p))
                 return
-        self._entries[key] = Entry(p, data)
+        self._entries[key] = Entry(p, data) if payload_id is None else Entry(p, data, payload_id)
         self._bytes += len(data)
 
     def _enforce(self) -> None:

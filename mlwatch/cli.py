@@ -174,10 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("profile")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=_cmd_show)
+
+    # Listed for --help; `main` hands everything after "collector" to mlwatch.collector.cli.
+    sub.add_parser("collector", help="run the OTLP collector (mlwatch collector --help), or manage its references", add_help=False)
     return parser
 
 
+def _cmd_collector(argv: Sequence[str]) -> int:
+    try:
+        from mlwatch.collector.cli import main as collector_main
+    except ImportError as exc:
+        print(f'mlwatch: the collector needs its extra: pip install "mlwatch[collector]" ({exc})', file=sys.stderr)
+        return 2
+    return collector_main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["collector"]:
+        return _cmd_collector(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -58,10 +58,10 @@ from mlwatch.profile import Profile
 
 __all__ = [
     "AUTO_SMALL_SAMPLE",
-    "DEFAULT_THRESHOLDS",
-    "METHODS",
     "ColumnDrift",
+    "DEFAULT_THRESHOLDS",
     "DriftReport",
+    "METHODS",
     "drift",
 ]
 

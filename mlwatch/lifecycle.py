@@ -18,6 +18,11 @@ def configure(**options: Any) -> None:
     """
     RUNTIME.configure(RUNTIME.settings.updated(options))
     RUNTIME.restart()
+    if RUNTIME.settings.otlp_enabled:  # set OpenTelemetry up now, in the background: not at exit
+        for exp in RUNTIME.exporters():
+            start = getattr(exp, "start", None)
+            if callable(start):
+                start()
 
 
 def flush(timeout: float | None = None) -> int:

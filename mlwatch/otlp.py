@@ -68,7 +68,7 @@ def otlp_configured(endpoint: str | None, use_global_providers: bool = False) ->
     return bool(endpoint) or use_global_providers or any(os.environ.get(v) for v in _ENDPOINT_VARS)
 
 
-def log_attributes(p: Profile, key_id: str | None = None) -> dict[str, str | int | float]:
+def log_attributes(p: Profile, key_id: str | None = None, payload_id: str | None = None) -> dict[str, str | int | float]:
     """The log record attributes of one profile (see docs/otel-convention.md)."""
     attrs: dict[str, str | int | float] = {conv.ATTR_MODEL: p.model, conv.ATTR_SEGMENT: p.segment_key}
     if p.version is not None:
@@ -81,6 +81,8 @@ def log_attributes(p: Profile, key_id: str | None = None) -> dict[str, str | int
     attrs[conv.ATTR_CALLS] = p.calls
     if key_id is not None:
         attrs[conv.ATTR_KEY_ID] = key_id
+    if payload_id is not None:
+        attrs[conv.ATTR_PAYLOAD_ID] = payload_id
     return attrs
 
 
@@ -195,6 +197,9 @@ class _Pipeline:
                 from mlwatch._httpx_transport import HttpxTransport
 
                 verify, cert = _tls(signal)
+                resolved = url or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+                if resolved.startswith("http://") and cert is None:
+                    verify = False  # plain HTTP: skip loading the CA store (~0.1 s)
                 transport = HttpxTransport(verify=verify, cert=cert)
                 if o.final_deadline is not None:
                     transport.final, transport.deadline = True, o.final_deadline
@@ -225,7 +230,7 @@ class _Pipeline:
             timestamp=when,
             observed_timestamp=now,
             body=e.data,
-            attributes=log_attributes(p, o.hmac_key_id if o.hmac_key is not None else None),
+            attributes=log_attributes(p, o.hmac_key_id if o.hmac_key is not None else None, e.id),
             event_name=conv.EVENT_NAME,
         )
         if self.outcome is None:  # someone else's provider: handing over is all we can know
@@ -343,6 +348,7 @@ class OtlpExporter:
         self._pending = PendingProfiles(max_bytes=self.max_pending_bytes, max_windows=self.max_pending_windows, encode=self._encode)
         self.window_metrics = WindowMetrics(reference=self.reference, health=self._health)
         self._pipe: _Pipeline | None = None
+        self._pipe_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._wake = threading.Event()
@@ -357,6 +363,22 @@ class OtlpExporter:
         self._backoff = Backoff()
 
     # ------------------------------------------------------------------ Exporter protocol
+    def start(self) -> None:
+        """Set up the OpenTelemetry pipeline now (no network; ~0.3 s of imports once) and the sender thread.
+
+        `mlwatch.configure()` calls this: the OTel SDK cannot be set up once the interpreter is
+        exiting (its resource detection needs a thread pool), so a short-lived process that only
+        closes its first window at exit must have done it before. Without it, the pipeline is set
+        up on the sender thread when the first window closes.
+        """
+        try:
+            if os.getpid() != self._pid:
+                self._init_process_state()
+            self._pipeline()
+            self._ensure_thread()
+        except Exception as exc:
+            HEALTH.count_error("otlp_start", exc)
+
     def export(self, profiles: Sequence[Profile]) -> None:
         """Queue closed windows for the sender thread; returns at once, never raises."""
         if not profiles:
@@ -461,6 +483,7 @@ class OtlpExporter:
             self._thread.start()
 
     def _run(self) -> None:
+        self._pipeline()
         while True:
             try:
                 stopping = self._stop.is_set()
@@ -486,8 +509,9 @@ class OtlpExporter:
 
     def _pipeline(self) -> _Pipeline | None:
         if self._pipe is None:
-            with guard("otlp_setup"):
-                self._pipe = _Pipeline(self)
+            with self._pipe_lock, guard("otlp_setup"):
+                if self._pipe is None:
+                    self._pipe = _Pipeline(self)
         return self._pipe
 
     def _cycle(self) -> None:

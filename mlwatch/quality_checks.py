@@ -49,6 +49,7 @@ from mlwatch.drift import _column_names, _fmt, _json_number, _json_value, _table
 from mlwatch.profile import Profile
 
 __all__ = [
+    "Constraint",
     "DEFAULT_DISTINCT_RATIO",
     "DEFAULT_MISSING_TOLERANCE",
     "DEFAULT_NEW_CATEGORY_TOLERANCE",
@@ -56,7 +57,6 @@ __all__ = [
     "DEFAULT_OUTLIER_SHARE",
     "DEFAULT_RANGE_TOLERANCE",
     "DEFAULT_TYPE_MISMATCH_TOLERANCE",
-    "Constraint",
     "QualityIssue",
     "QualityReport",
     "check_quality",

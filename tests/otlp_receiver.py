@@ -144,6 +144,25 @@ class Receiver:
                     for rec in sl.log_records:
                         yield resource, rec
 
+    def payload_ids(self) -> list[tuple[int, list[str]]]:
+        """(status answered, ``mlwatch.profile.id`` of each record) of every request to /v1/logs, accepted or not."""
+        out = []
+        with self._lock:
+            requests = [r for r in self.requests if r.path == "/v1/logs"]
+        for r in requests:
+            req = ExportLogsServiceRequest()
+            req.ParseFromString(r.body)
+            ids = [
+                str(any_value(kv.value))
+                for rl in req.resource_logs
+                for sl in rl.scope_logs
+                for rec in sl.log_records
+                for kv in rec.attributes
+                if kv.key == "mlwatch.profile.id"
+            ]
+            out.append((r.status, ids))
+        return out
+
     def profiles(self, hmac_keys: Mapping[str, bytes] | None = None) -> list[Profile]:
         """Every accepted profile, decoded and validated."""
         return [Profile.from_bytes(rec.body.bytes_value, hmac_keys=hmac_keys) for _, rec in self.log_records()]

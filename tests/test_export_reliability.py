@@ -154,6 +154,22 @@ def test_failed_window_is_merged_back_not_queued() -> None:
         assert exp.force_flush(5)
         exp.shutdown()
         assert [p.calls for p in rx.profiles()] == [10]
+        (_, [failed_id]), *_, (status, [sent_id]) = rx.payload_ids()
+    assert status == 200 and sent_id != failed_id  # new bytes, new payload id
+
+
+def test_retried_payload_keeps_its_id() -> None:
+    """The same bytes retried in a later cycle carry the same payload id, so a receiver can de-duplicate."""
+    with Receiver() as rx:
+        rx.script = [Reply(503, {"Retry-After": "0"})] * 6
+        d = HealthDelta()
+        exp = OtlpExporter(rx.url, metrics=False, timeout=5)
+        exp.export([window_profile("same_id", 3)])
+        _wait(lambda: d.failures("http_503") == 1)
+        assert exp.force_flush(5)
+        exp.shutdown()
+        ids = {i for _, batch in rx.payload_ids() for i in batch}
+        assert len(rx.payload_ids()) == 7 and len(ids) == 1
 
 
 def test_pending_windows_are_capped_oldest_dropped() -> None:

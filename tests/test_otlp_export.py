@@ -69,7 +69,9 @@ def test_each_window_profile_is_one_log_record(runtime: Runtime) -> None:
             "mlwatch.window.end": p.window_end,
             "mlwatch.format.version": FORMAT_VERSION,
             "mlwatch.profile.calls": p.calls,
+            "mlwatch.profile.id": attrs["mlwatch.profile.id"],
         }
+        assert len(str(attrs["mlwatch.profile.id"])) == 32
         assert rec.time_unix_nano == int((p.window_end or 0) * 1e9)
         calls[p.segment_key] = calls.get(p.segment_key, 0) + p.calls
         keys.add((p.segment_key, p.window_start))

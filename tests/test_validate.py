@@ -1040,13 +1040,13 @@ def test_list_overrun_is_rejected() -> None:
         validate_hll(data)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from((KLL, FI, HLL)), data=st.binary(max_size=600))
 def test_random_bytes_only_raise_profile_format_error(kind: int, data: bytes) -> None:
     validate(kind, data)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     kind=st.sampled_from((KLL, FI, HLL)),
     pick=st.integers(min_value=0),

@@ -11,6 +11,7 @@ limit); JSON goes through ``google.protobuf.json_format`` after ``json.loads``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -104,8 +105,8 @@ def decode_metrics(body: bytes, kind: str) -> ExportMetricsServiceRequest:
     return request
 
 
-def _string_attr(attributes: list[KeyValue] | object, key: str) -> str | None:
-    for kv in attributes:  # type: ignore[attr-defined]
+def _string_attr(attributes: Iterable[KeyValue], key: str) -> str | None:
+    for kv in attributes:
         if kv.key == key and kv.value.WhichOneof("value") == "string_value":
             return str(kv.value.string_value)
     return None
@@ -137,7 +138,7 @@ def logs_response(kind: str, rejected: int = 0, message: str = "") -> bytes:
     if rejected:
         response.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected, error_message=message))
     if kind == PROTOBUF:
-        return response.SerializeToString()
+        return bytes(response.SerializeToString())
     return json_format.MessageToJson(response, indent=None).encode()
 
 
@@ -145,5 +146,5 @@ def metrics_response(kind: str) -> bytes:
     """An empty (fully successful) ``ExportMetricsServiceResponse`` in the request's encoding."""
     response = ExportMetricsServiceResponse()
     if kind == PROTOBUF:
-        return response.SerializeToString()
+        return bytes(response.SerializeToString())
     return b"{}"

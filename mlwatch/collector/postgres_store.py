@@ -40,7 +40,7 @@ class PostgresStore(SqlStore):
         self.migrate()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(sql.replace("?", "%s"), tuple(params))  # type: ignore[arg-type]
+        return self._conn.execute(sql.replace("?", "%s"), tuple(params))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ fails only that one call with `WorkerCrashed`/`WorkerTimeout`; the server keeps 
 Workers are started with the ``spawn`` method (no inherited threads or locks) and are stateless:
 every call carries the bytes it needs and returns plain data (dicts, bytes), so a restart loses
 nothing but the call in flight. Operations (`OPS`): ``ingest`` (validate and decode one untrusted
-profile, return its identity), ``merge`` (stored parts into one profile's bytes), ``summary``,
+profile, return its identity), ``describe`` (the same for an uploaded reference), ``merge`` (stored parts into one profile's bytes), ``summary``,
 ``drift``, ``quality`` (over merged parts, against merged reference parts) and the per-window
 ``drift_windows``/``quality_windows``.
 """
@@ -165,6 +165,15 @@ class _Handler:
         )
         return out
 
+    def describe(self, payload: bytes) -> dict[str, Any]:
+        """Validate an uploaded reference (windowless batch profiles welcome; no signature needed)."""
+        from mlwatch.profile import Profile
+
+        p = Profile.from_bytes(payload, limits=self.settings.limits)
+        out = _identity(p)
+        out.update(rows=p.rows, calls=p.calls, columns=list(p.columns), outputs=list(p.outputs))
+        return out
+
     def merge(self, parts: Sequence[bytes]) -> bytes:
         return bytes(_merge_parts(parts).to_bytes())
 
@@ -213,12 +222,13 @@ class _Handler:
         return os.getpid()
 
 
-OPS = ("ingest", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "ping")
+OPS = ("ingest", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "ping")
 
 
 def _child_main(conn: multiprocessing.connection.Connection, settings: WorkerSettings) -> None:
     """The worker loop: receive (op, args), answer ("ok", result) or ("error", kind, message)."""
-    import mlwatch.drift  # noqa: F401  (pay the import cost at start, not on the first call)
+    # Pay the import cost at start, not on the first call.
+    import mlwatch.drift
     import mlwatch.profile
     import mlwatch.quality_checks  # noqa: F401
 

@@ -1,0 +1,130 @@
+"""``POST /v1/logs`` and ``POST /v1/metrics``: the OTLP/HTTP receiver.
+
+Order of work for every request, cheapest check first, and nothing parsed before its limit:
+authentication (401), the concurrency slot (429 + Retry-After), the content type (415), the body
+read under its cap with streaming gunzip (413), the OTLP decode (400), then per ``mlwatch.profile``
+record: skip it when this instance already sent these exact bytes (idempotent retries cost a hash),
+else validate and decode it in the ingest worker (HMAC, wire caps, the structural validators, and
+only then datasketches), and store it. One bad record does not sink its neighbours: the reply is an
+OTLP partial success naming the rejected count; when every profile record is rejected the status
+is 400 (bad data: retrying cannot help), 413 (every one over the profile size cap) or 500 (the
+worker crashed on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mlwatch.collector import otlp_decode
+from mlwatch.collector.errors import HttpError
+from mlwatch.collector.limits import read_body
+from mlwatch.collector.store import ProfileRow, SeriesKey
+from mlwatch.collector.worker import WorkerCrashed, WorkerError, WorkerTimeout
+
+if TYPE_CHECKING:
+    from mlwatch.collector.app import CollectorState
+
+__all__ = ["otlp_logs", "otlp_metrics"]
+
+
+def _state(request: Request) -> CollectorState:
+    state: CollectorState = request.app.state.collector
+    return state
+
+
+async def _read(request: Request, state: CollectorState) -> tuple[str, bytes]:
+    state.auth.check(request.headers)
+    kind = otlp_decode.media_type(request.headers.get("content-type"))
+    body = await read_body(request.headers, request.stream(), state.config.max_body_bytes)
+    state.metrics.ingest_bytes.inc(len(body))
+    return kind, body
+
+
+async def otlp_metrics(request: Request) -> Response:
+    """Accept OTLP metrics (validated as OTLP, not stored) so a standard exporter pipeline stays green."""
+    state = _state(request)
+    with state.limiter.slot():
+        kind, body = await _read(request, state)
+        await anyio.to_thread.run_sync(otlp_decode.decode_metrics, body, kind)
+    return Response(otlp_decode.metrics_response(kind), media_type=kind)
+
+
+async def otlp_logs(request: Request) -> Response:
+    """Receive OTLP logs; store every valid ``mlwatch.profile`` record, ignore other records."""
+    state = _state(request)
+    with state.limiter.slot():
+        kind, body = await _read(request, state)
+        decoded = await anyio.to_thread.run_sync(otlp_decode.decode_logs, body, kind)
+        records, ignored = otlp_decode.extract_profiles(decoded)
+        if ignored:
+            state.metrics.profiles.labels("ignored_other_records").inc(ignored)
+        rows: list[ProfileRow] = []
+        errors: list[str] = []
+        statuses: set[int] = set()
+        crashed = duplicates = 0
+        for record in records:
+            try:
+                row = await _ingest_one(state, record)
+            except WorkerCrashed as exc:
+                crashed += 1
+                reason = "worker_timeout" if isinstance(exc, WorkerTimeout) else "worker_crash"
+                state.metrics.rejections.labels(reason).inc()
+                errors.append(str(exc))
+                continue
+            except HttpError as exc:
+                state.metrics.rejections.labels(exc.code).inc()
+                errors.append(exc.message)
+                statuses.add(exc.status)
+                continue
+            if row is None:
+                duplicates += 1
+            else:
+                rows.append(row)
+        added = await anyio.to_thread.run_sync(state.store.add_profiles, rows) if rows else []
+        n_new = sum(added)
+        duplicates += len(added) - n_new
+        state.metrics.profiles.labels("stored").inc(n_new)
+        state.metrics.profiles.labels("duplicate").inc(duplicates)
+        state.metrics.profiles.labels("rejected").inc(len(errors))
+    if errors and not rows and not duplicates:
+        if crashed:
+            raise HttpError(500, "worker_crashed", f"{len(errors)} profile record(s) rejected; first: {errors[0]}")
+        if statuses == {413}:
+            raise HttpError(413, "profile_too_large", f"{len(errors)} profile record(s) over the size limit; first: {errors[0]}")
+        raise HttpError(400, "invalid_profile", f"{len(errors)} profile record(s) rejected; first: {errors[0]}")
+    message = f"{len(errors)} mlwatch.profile record(s) rejected; first: {errors[0]}" if errors else ""
+    return Response(otlp_decode.logs_response(kind, len(errors), message), media_type=kind)
+
+
+async def _ingest_one(state: CollectorState, record: otlp_decode.ProfileRecord) -> ProfileRow | None:
+    """Validate one record in the worker; None when this instance already sent the same bytes."""
+    payload = record.payload
+    if payload is None:
+        raise HttpError(400, "invalid_profile", "an mlwatch.profile record's body must be a bytes value")
+    if len(payload) > state.config.limits.max_bytes:
+        raise HttpError(413, "profile_too_large", f"profile of {len(payload)} bytes exceeds the {state.config.limits.max_bytes}-byte limit")
+    digest = hashlib.sha256(payload).hexdigest()
+    if await anyio.to_thread.run_sync(state.store.has_payload, record.service, record.instance, digest):
+        return None
+    try:
+        meta: dict[str, Any] = await state.ingest_pool.call("ingest", payload)
+    except WorkerError as exc:
+        raise HttpError(400, "invalid_profile", str(exc)) from None
+    return ProfileRow(
+        service=record.service,
+        instance=record.instance,
+        key=SeriesKey(record.service, meta["model"], meta["version"] or "", meta["segment_key"]),
+        window_start=float(meta["window_start"]),
+        window_end=float(meta["window_end"]),
+        content_hash=digest,
+        n_rows=int(meta["rows"]),
+        calls=int(meta["calls"]),
+        errors=int(meta["errors"]),
+        payload=payload,
+        features=tuple((str(r), str(n), str(k)) for r, n, k in meta["features"]),
+    )

@@ -1,0 +1,130 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``, kept by hand next to the routes.
+
+A test checks that every route of the app is described here with the same methods, and nothing
+else is, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["openapi_schema"]
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "malformed request or invalid parameter", 401: "missing or invalid bearer token",
+            404: "nothing stored for this model, range or reference", 413: "body or profile over its limit",
+            415: "unsupported content type or encoding", 422: "stored data could not be analysed",
+            429: "too many ingest requests in flight (see Retry-After)", 500: "a worker crashed on this request"}
+    return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _param(name: str, description: str, schema: dict[str, Any] | None = None, where: str = "query", required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "description": description, "schema": schema or {"type": "string"}}
+
+
+_MODEL = _param("model", "model name", where="path", required=True)
+_RANGE = [
+    _param("start", "range start: epoch seconds or ISO 8601 (default: one hour before end)"),
+    _param("end", "range end, exclusive for window starts (default: after the latest window)"),
+    _param("service", "only profiles from this service.name"),
+    _param("version", "only this model version"),
+    _param("segment", "only this segment key, e.g. country=DE,tier=gold"),
+]
+_REFERENCE = [
+    _param("reference", "which reference: auto (uploaded, else moving), uploaded or moving", {"enum": ["auto", "uploaded", "moving"]}),
+    _param("reference_windows", "windows merged into the moving reference", {"type": "integer", "minimum": 1}),
+    _param("columns", "comma-separated column names to restrict the analysis to"),
+    _param("include_outputs", "set to false to leave model outputs out", {"enum": ["true", "false", "0", "1"]}),
+]
+_DRIFT = [
+    _param("method", "drift method for every column", {"enum": ["auto", "ks", "psi", "js", "wasserstein", "hellinger", "chisquare"]}),
+    _param("drift_share", "share of drifted columns that means dataset drift", {"type": "number", "minimum": 0, "maximum": 1}),
+]
+_OTLP_BODY = {
+    "required": True,
+    "content": {
+        "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"type": "object", "description": "OTLP JSON encoding"}},
+    },
+}
+
+
+def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(401, *errors)}}}
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI document (a fresh dict on every call)."""
+    analysis = [_MODEL, *_RANGE, *_REFERENCE]
+    paths: dict[str, Any] = {
+        "/v1/logs": {"post": {
+            "summary": "OTLP/HTTP logs receiver: stores mlwatch.profile records, ignores other records",
+            "requestBody": _OTLP_BODY,
+            "responses": {"200": {"description": "ExportLogsServiceResponse (partial_success lists rejected records)"},
+                          **_errors(400, 401, 413, 415, 429, 500)},
+        }},
+        "/v1/metrics": {"post": {
+            "summary": "OTLP/HTTP metrics: validated and acknowledged (not stored)",
+            "requestBody": _OTLP_BODY,
+            "responses": {"200": {"description": "ExportMetricsServiceResponse"}, **_errors(400, 401, 413, 415, 429)},
+        }},
+        "/health": {"get": {"summary": "liveness, stored counts and worker health (no token needed)",
+                            "responses": {"200": _json("collector health")}}},
+        "/metrics": {"get": {"summary": "Prometheus text exposition: collector health and latest drift per feature",
+                             "responses": {"200": {"description": "text/plain; version=0.0.4"}, **_errors(401)}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json("OpenAPI 3.1")}}},
+        "/api/services": _get("services that sent profiles", [], _json("services")),
+        "/api/models": _get("models with stored profiles", [], _json("models")),
+        "/api/models/{model}/versions": _get("versions of a model", [_MODEL], _json("versions"), 404),
+        "/api/models/{model}/features": _get(
+            "input and output columns of a model", [_MODEL, _param("version", "only this version")], _json("features"), 404
+        ),
+        "/api/models/{model}/windows": _get("windows in a range with counts", [_MODEL, *_RANGE], _json("windows"), 400, 404),
+        "/api/models/{model}/profile": _get(
+            "merged profile of a range (format=mlw: the profile bytes)",
+            [_MODEL, *_RANGE, _param("format", "json (default) or mlw", {"enum": ["json", "mlw"]})],
+            _json("merged profile summary"), 400, 404, 500,
+        ),
+        "/api/models/{model}/drift": _get(
+            "drift of the merged range against the reference", [*analysis, *_DRIFT], _json("drift report"), 400, 404, 422, 500
+        ),
+        "/api/models/{model}/drift/windows": _get(
+            "drift of each window in the range against the reference", [*analysis, *_DRIFT], _json("per-window drift"),
+            400, 404, 422, 500,
+        ),
+        "/api/models/{model}/quality": _get(
+            "data quality of the merged range against the reference", analysis, _json("quality report"), 400, 404, 422, 500
+        ),
+        "/api/models/{model}/quality/windows": _get(
+            "data quality of each window in the range", analysis, _json("per-window quality"), 400, 404, 422, 500
+        ),
+        "/api/models/{model}/reference": {
+            "get": {"summary": "the uploaded reference (format=mlw: its bytes)",
+                    "parameters": [_MODEL, _param("format", "json (default) or mlw", {"enum": ["json", "mlw"]})],
+                    "responses": {"200": _json("reference description"), **_errors(401, 404)}},
+            "put": {"summary": "upload the model's reference profile (.mlw bytes)",
+                    "parameters": [_MODEL, _param("source", "free text recorded with the reference")],
+                    "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {"201": _json("stored reference"), **_errors(400, 401, 413, 500)}},
+            "delete": {"summary": "remove the uploaded reference", "parameters": [_MODEL],
+                       "responses": {"204": {"description": "removed"}, **_errors(401, 404)}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlwatch collector", "version": "1", "description": "OTLP receiver and drift API for mlwatch profiles"},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": {"type": "object", "required": ["error", "message", "status"], "properties": {
+                "error": {"type": "string"}, "message": {"type": "string"}, "status": {"type": "integer"}}}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }
