@@ -93,7 +93,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("mlwatch.export.failures", "counter", "{failure}", "Failed exports, by error.type."),
     MetricSpec("mlwatch.queue.size", "updown", "{record}", "Calls buffered and not yet aggregated."),
     MetricSpec("mlwatch.export.pending", "updown", "{profile}", "Window profiles waiting for export."),
-    MetricSpec("mlwatch.worker.cpu.time", "counter", "s", "CPU time spent in mlwatch's aggregator thread."),
+    MetricSpec("mlwatch.worker.cpu.time", "counter", "s", "CPU time spent in mlwatch's background threads (aggregation and export)."),
 )
 _SPEC = {s.name: s for s in SPECS}
 
@@ -157,10 +157,8 @@ def bucket_counts(latency: KllSketch, bounds: Sequence[float] = DURATION_BUCKETS
     n = latency.n
     if n == 0:
         return [0] * (len(bounds) + 1)
-    # `KllSketch.cdf` ranks values strictly below each split point; OTel buckets include their
-    # upper bound, so split just above each bound.
-    above = np.nextafter(np.asarray(bounds, dtype=np.float64), np.inf)
-    ranks = np.concatenate(([0.0], latency.cdf(above.tolist())))
+    # OTel buckets include their upper bound: ask for the share of values <= each bound.
+    ranks = np.concatenate(([0.0], latency.cdf(list(bounds), inclusive=True)))
     ranks[-1] = 1.0
     raw = np.diff(ranks) * n
     counts = np.floor(raw).astype(np.int64)
@@ -389,13 +387,25 @@ class WindowMetrics:
         return metrics
 
     def register(self, meter: Any) -> None:
-        """Observable instruments on `meter` (an OTel API `Meter`) reading this state."""
+        """Observable instruments on `meter` (an OTel API `Meter`) reading this state.
+
+        Instruments cannot be removed from a meter, so they are created once per meter and read
+        whichever `WindowMetrics` registered last (a reconfigured or forked exporter's new state).
+        """
         from opentelemetry.metrics import CallbackOptions, Observation
+
+        with _REGISTRY_LOCK:
+            slot = _REGISTRY.get(id(meter))
+            if slot is not None and slot[0] is meter:
+                slot[1][0] = self
+                return
+            current: list[WindowMetrics] = [self]
+            _REGISTRY[id(meter)] = (meter, current)
 
         def callback_for(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(options: CallbackOptions) -> Iterable[Observation]:
                 try:
-                    return [Observation(_number(p.value), p.attributes) for p in self._collect_cached().get(name, [])]
+                    return [Observation(_number(p.value), p.attributes) for p in current[0]._collect_cached().get(name, [])]
                 except Exception as exc:
                     HEALTH.count_error("metrics_callback", exc)
                     return []
@@ -411,6 +421,11 @@ class WindowMetrics:
             elif spec.kind == "gauge":
                 meter.create_observable_gauge(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
             # histogram: the OTel API has no observable histogram (see the module docstring)
+
+
+#: Meters that already carry mlwatch's observable instruments: id -> (meter, [current state]).
+_REGISTRY: dict[int, tuple[Any, list[WindowMetrics]]] = {}
+_REGISTRY_LOCK = threading.Lock()
 
 
 def _number(value: float | int | HistogramValue) -> float | int:

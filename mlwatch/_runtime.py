@@ -34,7 +34,7 @@ from mlwatch._snapshot import IMMUTABLE as _IMMUTABLE
 from mlwatch._snapshot import snapshot, snapshot_args
 from mlwatch.config import Exporter, Settings
 from mlwatch.profile import Profile
-from mlwatch.profiling import ProfileConfig, update_profile
+from mlwatch.profiling import ProfileConfig, update_profile_batches
 
 __all__ = ["RUNTIME", "Recorder", "Runtime"]
 
@@ -244,8 +244,7 @@ class Recorder:
             if n:
                 self._split_all(inputs, all_args, all_kwargs, sampled, all_sampled)
         apply_rows(prof, inputs.rows, self.config, "columns")
-        for batch in inputs.batches:
-            update_profile(prof, batch, self.config, feature_names=self.feature_names)
+        update_profile_batches(prof, inputs.batches, self.config, feature_names=self.feature_names)
         if not n:
             return
         out_rows: list[dict[str, Any]] = []
@@ -260,8 +259,7 @@ class Recorder:
             for r in kept:
                 split_outputs(r, out_rows, out_batches)
         apply_rows(prof, out_rows, self.output_config, "outputs")
-        for batch in out_batches:
-            update_profile(prof, batch, self.output_config, section="outputs")
+        update_profile_batches(prof, out_batches, self.output_config, section="outputs")
 
     def _split_all(self, inputs: CallInputs, all_args: tuple[Any, ...], all_kwargs: tuple[Any, ...], sampled: tuple[bool, ...], all_sampled: bool) -> None:
         """Inputs of many calls: one list of dict rows in the common case, per call otherwise."""

@@ -81,11 +81,17 @@ class KllSketch:
     def quantile(self, rank: float) -> float:
         return float(self.quantiles([rank])[0])
 
-    def cdf(self, split_points: Sequence[float]) -> npt.NDArray[np.float64]:
-        """Normalized ranks at each split point (inclusive), followed by 1.0."""
+    def cdf(self, split_points: Sequence[float], *, inclusive: bool = True) -> npt.NDArray[np.float64]:
+        """Estimated share of values <= each split point (< with ``inclusive=False``), then 1.0."""
         if self.is_empty():
             return np.full(len(split_points) + 1, np.nan)
-        return np.asarray(self._sk.get_cdf(list(split_points)), dtype=np.float64)
+        return np.asarray(self._sk.get_cdf(list(split_points), inclusive), dtype=np.float64)
+
+    def items(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The retained items and their weights (a few hundred pairs), sorted by item."""
+        pairs = np.array(list(self._sk), dtype=np.float64).reshape(-1, 2)
+        order = np.argsort(pairs[:, 0], kind="stable")
+        return pairs[order, 0], pairs[order, 1]
 
     def normalized_rank_error(self) -> float:
         """KLL's a-priori single-rank error bound (99% confidence) for this k."""

@@ -23,7 +23,7 @@ from mlwatch._errors import ConfigError, ProfileMergeError
 from mlwatch._numeric import DEFAULT_EXTREMES, NumericSummary
 from mlwatch._sketches import DEFAULT_FREQ_LG, DEFAULT_HLL_LG, DEFAULT_KLL_K, FrequentSketch, HllSketch, KllSketch
 
-__all__ = ["DEFAULT_MAX_CATEGORY_LENGTH", "KINDS", "ColumnProfile", "Kind"]
+__all__ = ["DEFAULT_MAX_CATEGORY_LENGTH", "KINDS", "ColumnProfile", "Kind", "as_array"]
 
 Kind = Literal["numeric", "categorical", "text", "empty"]
 DeclaredKind = Literal["numeric", "categorical", "text"]
@@ -215,7 +215,7 @@ class ColumnProfile:
         if isinstance(values, tuple):
             self.update(list(values))
             return
-        arr = _as_array(values)
+        arr = as_array(values)
         if arr.ndim != 1:
             arr = arr.reshape(-1)
         n = int(arr.shape[0])
@@ -421,7 +421,7 @@ def _count_hashable(values: Iterable[Any]) -> Counter[Any] | None:
         return None
 
 
-def _as_array(values: Any) -> npt.NDArray[Any]:
+def as_array(values: Any) -> npt.NDArray[Any]:
     """A 1-D numpy view of a batch without importing pandas or polars."""
     if isinstance(values, np.ndarray):
         return values

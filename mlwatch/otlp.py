@@ -51,21 +51,15 @@ from mlwatch._retry import Backoff, Outcome, classify
 from mlwatch._wire import FORMAT_VERSION
 from mlwatch.profile import Profile
 
-__all__ = ["DEFAULT_MAX_PENDING_BYTES", "DEFAULT_MAX_PENDING_WINDOWS", "OtlpExporter", "log_attributes", "otlp_configured"]
+__all__ = ["DEFAULT_MAX_PENDING_BYTES", "DEFAULT_MAX_PENDING_WINDOWS", "OtlpExporter", "log_attributes"]
 
 DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_PENDING_WINDOWS = 5
-_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
 _CREDENTIAL_VARS = (
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_LOGS_CREDENTIAL_PROVIDER",
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER",
 )
-
-
-def otlp_configured(endpoint: str | None, use_global_providers: bool = False) -> bool:
-    """Whether closed windows go out over OTLP: an endpoint option, an OTLP endpoint variable, or global providers."""
-    return bool(endpoint) or use_global_providers or any(os.environ.get(v) for v in _ENDPOINT_VARS)
 
 
 def log_attributes(p: Profile, key_id: str | None = None, payload_id: str | None = None) -> dict[str, str | int | float]:
@@ -224,7 +218,7 @@ class _Pipeline:
             self.outcome.last = None
         if self.log_transport is not None:
             self.log_transport.take_outcome()
-        if self.foreign_provider is not None and type(self.foreign_provider).__name__ in ("ProxyLoggerProvider", "NoOpLoggerProvider"):
+        if self.foreign_provider is not None and not self._provider_set():
             return False, Outcome(error="no_logger_provider")
         self.logger.emit(
             timestamp=when,
@@ -239,6 +233,15 @@ class _Pipeline:
 
         outcome = self.log_transport.take_outcome() if self.log_transport is not None else None
         return self.outcome.last == LogRecordExportResult.SUCCESS, outcome
+
+    def _provider_set(self) -> bool:
+        """False while the global LoggerProvider is still the API's placeholder (records would vanish)."""
+        provider = self.foreign_provider
+        if self.owner.logger_provider is None:  # the global one: the application may set it late
+            from opentelemetry import _logs
+
+            provider = _logs.get_logger_provider()
+        return type(provider).__name__ not in ("ProxyLoggerProvider", "NoOpLoggerProvider")
 
     def send_metrics(self) -> None:
         o = self.owner
@@ -492,7 +495,9 @@ class OtlpExporter:
                     flushing = gen > self._done
                 now = time.monotonic()
                 if stopping or flushing or (len(self._pending) and now >= self._not_before):
+                    cpu = time.thread_time()
                     self._cycle()
+                    HEALTH.worker_cpu_seconds += time.thread_time() - cpu  # mlwatch's cost includes sending
                     with self._cond:
                         self._done = max(self._done, gen)
                         self._cond.notify_all()
@@ -512,10 +517,14 @@ class OtlpExporter:
             with self._pipe_lock, guard("otlp_setup"):
                 if self._pipe is None:
                     self._pipe = _Pipeline(self)
+                    if self.final_deadline is not None:  # shutdown began while we were building
+                        self._pipe.set_final(self.final_deadline)
         return self._pipe
 
     def _cycle(self) -> None:
         """Send everything pending, oldest window first; then the metrics."""
+        if not len(self._pending):
+            return
         pipe = self._pipeline()
         if pipe is None:
             self._not_before = time.monotonic() + self._backoff.next_delay()

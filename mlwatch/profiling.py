@@ -6,14 +6,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from mlwatch._errors import ConfigError
 from mlwatch._numeric import DEFAULT_EXTREMES
 from mlwatch._sketches import DEFAULT_FREQ_LG, DEFAULT_HLL_LG, DEFAULT_KLL_K
 from mlwatch._tabular import to_columns
-from mlwatch.column import DEFAULT_MAX_CATEGORY_LENGTH, KINDS, ColumnProfile, DeclaredKind
+from mlwatch.column import DEFAULT_MAX_CATEGORY_LENGTH, KINDS, ColumnProfile, DeclaredKind, as_array
 from mlwatch.profile import Profile
 
-__all__ = ["ProfileConfig", "profile", "update_profile"]
+__all__ = ["ProfileConfig", "profile", "update_profile", "update_profile_batches"]
 
 
 def _names(value: Iterable[str] | None, what: str) -> frozenset[str]:
@@ -148,6 +150,48 @@ def update_profile(
     if section == "columns":
         target.rows += rows
     return rows
+
+
+def update_profile_batches(
+    target: Profile,
+    batches: Sequence[Any],
+    config: ProfileConfig = DEFAULT_CONFIG,
+    *,
+    section: str = "columns",
+    feature_names: Sequence[str] | None = None,
+) -> int:
+    """Fold many batches (frames, arrays, dicts of columns) at once: each column's values are
+    concatenated across batches and its sketches updated once, so many small frames cost about
+    what one large frame costs. Returns the total row count."""
+    if len(batches) <= 1:
+        return sum(update_profile(target, b, config, section=section, feature_names=feature_names) for b in batches)
+    parts: dict[str, list[Any]] = {}
+    rows = 0
+    for batch in batches:
+        n, cols = to_columns(batch, feature_names)
+        rows += n
+        for name, values in cols.items():
+            parts.setdefault(name, []).append(as_array(values))
+    store: dict[str, ColumnProfile] = target.columns if section == "columns" else target.outputs
+    for name, arrays in parts.items():
+        if section == "columns" and not config.keeps(name):
+            continue
+        col = store.get(name)
+        if col is None:
+            col = store[name] = config.new_column(name)
+        col.update(_concat(arrays))
+    if section == "columns":
+        target.rows += rows
+    return rows
+
+
+def _concat(arrays: list[Any]) -> Any:
+    if len(arrays) == 1:
+        return arrays[0]
+    kinds = {a.dtype.kind for a in arrays}
+    if len(kinds) == 1 and kinds <= set("fiub"):
+        return np.concatenate(arrays)
+    return np.concatenate([a.astype(object) if a.dtype.kind != "O" else a for a in arrays])
 
 
 def profile(

@@ -286,7 +286,7 @@ def test_shutdown_is_bounded_and_counts_what_it_could_not_send() -> None:
         d = HealthDelta()
         exp = OtlpExporter(bh.url, metrics=False, timeout=30.0)
         exp.export([window_profile("hung", 7, window=0.0)])
-        time.sleep(0.2)  # the sender is now stuck on the first window
+        _wait(lambda: len(bh.conns) >= 1)  # the sender is now stuck on the first window
         exp.export([window_profile("hung", 5, window=60.0)])
         t = time.perf_counter()
         exp.shutdown(timeout=0.5)

@@ -156,6 +156,13 @@ def test_observable_instruments_on_an_application_meter() -> None:
     assert "mlwatch.prediction.calls" in names and "mlwatch.feature.missing_share" in names
     assert "mlwatch.prediction.duration" not in names  # the OTel API has no observable histogram
     assert names <= {s.name for s in SPECS}
+    again = WindowMetrics(health=lambda: _HEALTH)  # a reconfigured exporter: same meter, new state
+    again.register(provider.get_meter("mlwatch"))
+    again.observe([window_profile("observable", 9)])
+    data = reader.get_metrics_data()
+    assert data is not None
+    calls = [dp.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == "mlwatch.prediction.calls" for dp in m.data.data_points]
+    assert calls == [9]  # read once, from the latest state: no duplicate instruments
     provider.shutdown()
 
 

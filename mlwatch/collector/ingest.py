@@ -5,7 +5,8 @@ authentication (401), the concurrency slot (429 + Retry-After), the content type
 read under its cap with streaming gunzip (413), the OTLP decode (400), then per ``mlwatch.profile``
 record: skip it when this instance already sent these exact bytes (idempotent retries cost a hash),
 else validate and decode it in the ingest worker (HMAC, wire caps, the structural validators, and
-only then datasketches), and store it. One bad record does not sink its neighbours: the reply is an
+only then datasketches; one worker call per request, each record retried alone if the worker dies
+on the batch, so only the poisonous record is lost), and store them in one transaction. One bad record does not sink its neighbours: the reply is an
 OTLP partial success naming the rejected count; when every profile record is rejected the status
 is 400 (bad data: retrying cannot help), 413 (every one over the profile size cap) or 500 (the
 worker crashed on it).
@@ -24,7 +25,7 @@ from mlwatch.collector import otlp_decode
 from mlwatch.collector.errors import HttpError
 from mlwatch.collector.limits import read_body
 from mlwatch.collector.store import ProfileRow, SeriesKey
-from mlwatch.collector.worker import WorkerCrashed, WorkerError, WorkerTimeout
+from mlwatch.collector.worker import WorkerCrashed, WorkerTimeout
 
 if TYPE_CHECKING:
     from mlwatch.collector.app import CollectorState
@@ -66,25 +67,31 @@ async def otlp_logs(request: Request) -> Response:
         rows: list[ProfileRow] = []
         errors: list[str] = []
         statuses: set[int] = set()
-        crashed = duplicates = 0
+        crashed = 0
+        todo: list[tuple[otlp_decode.ProfileRecord, bytes, str]] = []
         for record in records:
             try:
-                row = await _ingest_one(state, record)
-            except WorkerCrashed as exc:
-                crashed += 1
-                reason = "worker_timeout" if isinstance(exc, WorkerTimeout) else "worker_crash"
-                state.metrics.rejections.labels(reason).inc()
-                errors.append(str(exc))
-                continue
+                todo.append((record, *_precheck(state, record)))
             except HttpError as exc:
                 state.metrics.rejections.labels(exc.code).inc()
                 errors.append(exc.message)
                 statuses.add(exc.status)
+        known = await anyio.to_thread.run_sync(_known, state, todo) if todo else set()
+        duplicates = sum(1 for _, _, digest in todo if digest in known)
+        todo = [t for t in todo if t[2] not in known]
+        for (record, payload, digest), outcome in zip(todo, await _validate(state, [t[1] for t in todo]), strict=True):
+            if outcome[0] == "ok":
+                rows.append(_row(record, payload, digest, outcome[1]))
                 continue
-            if row is None:
-                duplicates += 1
+            reason, message = outcome[1], outcome[2]
+            if reason in ("worker_crash", "worker_timeout"):
+                crashed += 1
+                statuses.add(500)
             else:
-                rows.append(row)
+                reason = "invalid_profile"
+                statuses.add(400)
+            state.metrics.rejections.labels(reason).inc()
+            errors.append(message)
         added = await anyio.to_thread.run_sync(state.store.add_profiles, rows) if rows else []
         n_new = sum(added)
         duplicates += len(added) - n_new
@@ -101,20 +108,43 @@ async def otlp_logs(request: Request) -> Response:
     return Response(otlp_decode.logs_response(kind, len(errors), message), media_type=kind)
 
 
-async def _ingest_one(state: CollectorState, record: otlp_decode.ProfileRecord) -> ProfileRow | None:
-    """Validate one record in the worker; None when this instance already sent the same bytes."""
+def _precheck(state: CollectorState, record: otlp_decode.ProfileRecord) -> tuple[bytes, str]:
+    """The record's payload and its SHA-256, or an `HttpError` when it cannot be a profile we accept."""
     payload = record.payload
     if payload is None:
         raise HttpError(400, "invalid_profile", "an mlwatch.profile record's body must be a bytes value")
     if len(payload) > state.config.limits.max_bytes:
         raise HttpError(413, "profile_too_large", f"profile of {len(payload)} bytes exceeds the {state.config.limits.max_bytes}-byte limit")
-    digest = hashlib.sha256(payload).hexdigest()
-    if await anyio.to_thread.run_sync(state.store.has_payload, record.service, record.instance, digest):
-        return None
+    return payload, hashlib.sha256(payload).hexdigest()
+
+
+def _known(state: CollectorState, todo: list[tuple[otlp_decode.ProfileRecord, bytes, str]]) -> set[str]:
+    """Digests this instance already sent (a retried export): skipped before any decoding."""
+    return {digest for record, _, digest in todo if state.store.has_payload(record.service, record.instance, digest)}
+
+
+async def _validate(state: CollectorState, payloads: list[bytes]) -> list[tuple[Any, ...]]:
+    """Validate a request's payloads in the ingest worker, in one call.
+
+    When the worker dies on a batch, each payload is retried alone so only the culprit is lost:
+    the outcome is ("ok", identity), ("error", kind, message), or ("error", "worker_crash" /
+    "worker_timeout", message).
+    """
+    if not payloads:
+        return []
     try:
-        meta: dict[str, Any] = await state.ingest_pool.call("ingest", payload)
-    except WorkerError as exc:
-        raise HttpError(400, "invalid_profile", str(exc)) from None
+        result: list[tuple[Any, ...]] = await state.ingest_pool.call("ingest_batch", payloads)
+        return result
+    except WorkerCrashed as exc:
+        if len(payloads) == 1:
+            return [("error", "worker_timeout" if isinstance(exc, WorkerTimeout) else "worker_crash", str(exc))]
+    out: list[tuple[Any, ...]] = []
+    for payload in payloads:
+        out.extend(await _validate(state, [payload]))
+    return out
+
+
+def _row(record: otlp_decode.ProfileRecord, payload: bytes, digest: str, meta: dict[str, Any]) -> ProfileRow:
     return ProfileRow(
         service=record.service,
         instance=record.instance,

@@ -9,7 +9,7 @@ fails only that one call with `WorkerCrashed`/`WorkerTimeout`; the server keeps 
 Workers are started with the ``spawn`` method (no inherited threads or locks) and are stateless:
 every call carries the bytes it needs and returns plain data (dicts, bytes), so a restart loses
 nothing but the call in flight. Operations (`OPS`): ``ingest`` (validate and decode one untrusted
-profile, return its identity), ``describe`` (the same for an uploaded reference), ``merge`` (stored parts into one profile's bytes), ``summary``,
+profile, return its identity; ``ingest_batch`` for a request's records at once), ``describe`` (the same for an uploaded reference), ``merge`` (stored parts into one profile's bytes), ``summary``,
 ``drift``, ``quality`` (over merged parts, against merged reference parts) and the per-window
 ``drift_windows``/``quality_windows``.
 """
@@ -165,6 +165,18 @@ class _Handler:
         )
         return out
 
+    def ingest_batch(self, payloads: Sequence[bytes]) -> list[tuple[Any, ...]]:
+        """`ingest` for each payload of one request: ("ok", identity) or ("error", kind, message) each."""
+        out: list[tuple[Any, ...]] = []
+        for payload in payloads:
+            try:
+                out.append(("ok", self.ingest(payload)))
+            except WorkerError as exc:
+                out.append(("error", exc.kind, str(exc)))
+            except MlwatchError as exc:
+                out.append(("error", "malformed", str(exc)))
+        return out
+
     def describe(self, payload: bytes) -> dict[str, Any]:
         """Validate an uploaded reference (windowless batch profiles welcome; no signature needed)."""
         from mlwatch.profile import Profile
@@ -222,7 +234,7 @@ class _Handler:
         return os.getpid()
 
 
-OPS = ("ingest", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "ping")
+OPS = ("ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "ping")
 
 
 def _child_main(conn: multiprocessing.connection.Connection, settings: WorkerSettings) -> None:

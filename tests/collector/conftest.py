@@ -21,13 +21,13 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-import mlwatch  # noqa: E402
-from mlwatch.collector.config import CollectorConfig  # noqa: E402
-from mlwatch.collector.server import build_server  # noqa: E402
-from mlwatch.collector.store import Store, open_store  # noqa: E402
+import mlwatch
+from mlwatch.collector.config import CollectorConfig
+from mlwatch.collector.server import build_server
+from mlwatch.collector.store import Store, open_store
 
 POSTGRES_DSN = os.environ.get("MLWATCH_TEST_POSTGRES_DSN")
 NO_POSTGRES = "MLWATCH_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL and sets it)"

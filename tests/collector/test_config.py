@@ -16,7 +16,7 @@ from mlwatch.collector.errors import HttpError
 def test_loopback_by_default_and_network_needs_tokens() -> None:
     """The default binds 127.0.0.1; any other address without a token is refused."""
     assert CollectorConfig().host == "127.0.0.1"
-    with pytest.raises(ConfigError, match="refusing to listen on 0.0.0.0"):
+    with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
         CollectorConfig(host="0.0.0.0")
     assert CollectorConfig(host="0.0.0.0", tokens=("x" * 20,)).host == "0.0.0.0"
     assert is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")

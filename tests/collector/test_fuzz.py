@@ -77,10 +77,7 @@ def test_fuzzed_payloads_get_4xx_and_server_keeps_serving(shared_collector: Runn
     statuses: dict[int, int] = {}
     for i in range(150):
         seed = seeds[i % len(seeds)]
-        if i % 3 == 0:
-            body = _mutate_otlp(rng, otlp_request([seed]))
-        else:
-            body = otlp_request([_mutate_profile(rng, seed)])
+        body = _mutate_otlp(rng, otlp_request([seed])) if i % 3 == 0 else otlp_request([_mutate_profile(rng, seed)])
         r = client.post("/v1/logs", content=body, headers=PROTOBUF_HEADERS)
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         assert r.status_code < 500, (i, r.status_code, r.text)

@@ -98,6 +98,10 @@ def test_worker_crash_is_contained(shared_collector: RunningCollector, client: h
     assert client.get("/health").json()["workers"]["ingest"]["crashes"] == before + 1
     r = _post(client, otlp_request([make_profile(0.0, model="m-after-crash").to_bytes()]))
     assert r.status_code == 200
+    mixed = [make_profile(60.0, model="m-after-crash").to_bytes(), make_profile(0.0, model=CRASH_MODEL, seed=5).to_bytes()]
+    r = _post(client, otlp_request(mixed, as_json=True), JSON_HEADERS)
+    assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert client.get("/api/models/m-after-crash/versions").json()["versions"][0]["profiles"] == 2
     assert "mlwatch_collector_ingest_worker_crashes_total" in client.get("/metrics").text
 
 

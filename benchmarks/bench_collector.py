@@ -1,0 +1,214 @@
+"""Collector benchmark: profiles ingested per second over real OTLP/HTTP, and a day's drift.
+
+Two figures per store (SQLite, and PostgreSQL when ``--postgres DSN`` or
+``MLWATCH_TEST_POSTGRES_DSN`` is given), each through a real collector under uvicorn on 127.0.0.1
+with one ingest worker:
+
+- ingest: OTLP protobuf requests of `--batch` profiles each (20 and 100 features, a few hundred
+  rows per window), sent back to back from one client; profiles/s = stored profiles / wall time.
+  Every profile goes through the full path: body cap, OTLP decode, duplicate check, the worker's
+  checksum + structural validation + native decode, and the insert.
+- day drift: 1,440 minute windows of a 100-feature model stored for one UTC day, then
+  ``GET /api/models/{model}/drift`` for that day against an uploaded reference: cold (the hourly
+  and daily rollups are built from 1,440 raw rows) and warm (the day rollup is fresh: one stored
+  profile), median of `--reps`.
+
+Goals (issue 5): >= 500 profiles/s of 20 features; a warm day's drift for 100 features < 2 s.
+
+    python benchmarks/bench_collector.py                 # full run
+    python benchmarks/bench_collector.py --quick         # small sizes, a minute or so
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import numpy as np
+
+import mlwatch
+from mlwatch.collector.config import CollectorConfig
+from mlwatch.collector.server import build_server
+
+__all__ = ["main"]
+
+DAY = 86400.0 * 20_000  # an aligned UTC day (2024-10-04) for the drift figure
+
+
+def _profile(n_features: int, rows: int, seed: int, shift: float = 0.0) -> mlwatch.Profile:
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {}
+    for i in range(n_features):
+        if i % 5 == 4:
+            data[f"c{i}"] = rng.choice(["a", "b", "c", "d", "e", "f"], rows).tolist()
+        else:
+            data[f"f{i}"] = rng.normal(shift, 1.0, rows)
+    return mlwatch.profile(data, model=f"bench{n_features}")
+
+
+def _encode(base: mlwatch.Profile, starts: Sequence[float]) -> list[bytes]:
+    out = []
+    for ws in starts:
+        base.window_start, base.window_end = ws, ws + 60.0
+        out.append(base.to_bytes())
+    return out
+
+
+def _otlp(payloads: Sequence[bytes], instance: str) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.extend([
+        KeyValue(key="service.name", value=AnyValue(string_value="bench")),
+        KeyValue(key="service.instance.id", value=AnyValue(string_value=instance)),
+    ])
+    sl = rl.scope_logs.add()
+    for p in payloads:
+        sl.log_records.add(event_name="mlwatch.profile", body=AnyValue(bytes_value=p))
+    return bytes(req.SerializeToString())
+
+
+class _Server:
+    def __init__(self, db: str) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        cfg = CollectorConfig(db=db, port=port, evaluate_interval=0, max_body_bytes=256 * 1024 * 1024)
+        self.server = build_server(replace(cfg), log_level="warning")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=self.url, timeout=600)
+        self.client.post("/v1/logs", content=_otlp([], "warm"), headers={"content-type": "application/x-protobuf"})
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(60)
+        self.sock.close()
+
+
+def _post(client: httpx.Client, body: bytes) -> None:
+    r = client.post("/v1/logs", content=body, headers={"content-type": "application/x-protobuf"})
+    if r.status_code != 200 or r.content:
+        raise RuntimeError(f"ingest failed: {r.status_code} {r.text[:200]}")
+
+
+def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+    payloads = _encode(_profile(n_features, 500, seed=n_features), [60.0 * i for i in range(n_profiles)])
+    bodies = [_otlp(payloads[i : i + batch], "i-1") for i in range(0, n_profiles, batch)]
+    with _Server(db) as client:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for body in bodies:
+            _post(client, body)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        stored = client.get("/health").json()["stored"]["profiles"]
+    if stored != n_profiles:
+        raise RuntimeError(f"stored {stored} of {n_profiles}")
+    rate = n_profiles / wall
+    log(f"  ingest {n_features:>3} features: {rate:8.0f} profiles/s  ({n_profiles} profiles, {len(payloads[0]) / 1024:.0f} KiB each, "
+        f"{wall:.2f} s wall; CPU of this process (server + client threads, not the worker) {cpu:.2f} s)")
+    return {"features": n_features, "profiles": n_profiles, "profile_bytes": len(payloads[0]), "seconds": wall, "profiles_per_second": rate}
+
+
+def bench_day_drift(db: str, n_windows: int, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    bases = [_profile(100, 300, seed=s) for s in range(4)]
+    starts = [DAY + 60.0 * i for i in range(n_windows)]
+    payloads = [p for j, base in enumerate(bases) for p in _encode(base, starts[j::4])]
+    ref = _profile(100, 5000, seed=99, shift=0.1)
+    ref.model = "bench100"
+    params = {"start": DAY, "end": DAY + 86400.0}
+    with _Server(db) as client:
+        for i in range(0, len(payloads), 100):
+            _post(client, _otlp(payloads[i : i + 100], "i-1"))
+        assert client.put("/api/models/bench100/reference", content=ref.to_bytes()).status_code == 201
+        t0 = time.perf_counter()
+        r = client.get("/api/models/bench100/drift", params=params)
+        cold = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise RuntimeError(f"drift failed: {r.status_code} {r.text[:300]}")
+        n_cols = r.json()["drift"]["n_columns"]
+        warm_times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            assert client.get("/api/models/bench100/drift", params=params).status_code == 200
+            warm_times.append(time.perf_counter() - t0)
+        warm = statistics.median(warm_times)
+    log(f"  day drift, {n_cols} features over {n_windows} windows: cold {cold:6.2f} s (rollups built), warm {warm:5.2f} s")
+    return {"windows": n_windows, "features": n_cols, "cold_seconds": cold, "warm_seconds": warm}
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--profiles", type=int, default=None, help="profiles per ingest run (default 2000, quick 200)")
+    parser.add_argument("--batch", type=int, default=50, help="profiles per OTLP request")
+    parser.add_argument("--windows", type=int, default=None, help="windows in the day (default 1440, quick 120)")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--postgres", default=os.environ.get("MLWATCH_TEST_POSTGRES_DSN"), help="PostgreSQL DSN (else SQLite only)")
+    args = parser.parse_args(argv)
+    n_profiles = args.profiles or (200 if args.quick else 2000)
+    n_windows = args.windows or (120 if args.quick else 1440)
+    log(f"mlwatch collector benchmark (load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs)")
+    results: dict[str, Any] = {}
+    stores: list[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]] = [("sqlite", _sqlite)]
+    if args.postgres:
+        stores.append(("postgresql", lambda: _postgres(args.postgres)))
+    for name, make in stores:
+        log(f"{name}:")
+        out: dict[str, Any] = {"ingest": []}
+        for n_features in (20, 100):
+            db, cleanup = make()
+            try:
+                out["ingest"].append(bench_ingest(db, n_features, n_profiles if n_features == 20 else n_profiles // 2, args.batch, log))
+            finally:
+                cleanup()
+        db, cleanup = make()
+        try:
+            out["day_drift"] = bench_day_drift(db, n_windows, args.reps, log)
+        finally:
+            cleanup()
+        results[name] = out
+    return results
+
+
+def _sqlite() -> tuple[str, Callable[[], None]]:
+    tmp = tempfile.TemporaryDirectory()
+    return os.path.join(tmp.name, "bench.db"), tmp.cleanup
+
+
+def _postgres(dsn: str) -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}options=-csearch_path%3D{schema}", drop
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
