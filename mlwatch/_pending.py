@@ -1,15 +1,15 @@
 """The bounded state of window profiles waiting for export.
 
-What: `PendingProfiles` keeps at most one profile per identity (model, version, segment,
-window start), each with its encoded bytes. A profile whose identity is already pending is merged
-into it; so is a profile whose export failed and is put back. Two caps bound it: the number of
+What: `PendingProfiles` keeps at most one not-yet-sent profile per identity (model, version,
+segment, window start), each with its encoded bytes: a new profile whose identity is already
+pending is merged into it. A payload whose export failed is put back unchanged (same bytes, same
+id), never merged, because it may have arrived after all. Two caps bound it: the number of
 distinct windows and the total encoded bytes. Over a cap, the oldest window's profiles are
 dropped, and their calls counted in ``mlwatch.health()["dropped"]["export_pending_full"]``.
 
 Why: while a collector is down, the naive design (a queue of failed batches) grows without
-limit and re-sends duplicates. Profiles are monoids, so a retried window simply merges with
-whatever arrived for the same window meanwhile: memory stays proportional to the number of
-identities and windows kept, never to the traffic or the length of the outage.
+limit. Here memory stays bounded by the caps, never by the traffic or the length of the outage,
+and delivery is at-least-once with receiver-side deduplication by payload id and content hash.
 """
 
 from __future__ import annotations
@@ -78,10 +78,18 @@ class PendingProfiles:
             self._enforce()
 
     def put_back(self, entries: Iterable[Entry]) -> None:
-        """Profiles whose export failed in a way worth retrying: merge them back, then enforce the caps."""
+        """Payloads whose export failed in a way worth retrying: kept as they are, then the caps enforced.
+
+        A failed send may still have arrived (only the answer was lost), so a retried payload is
+        never merged with newer data: it is re-sent with the same bytes and id, which the
+        receiver deduplicates. Newer data for the same window travels in its own payload.
+        """
         with self._lock:
             for e in entries:
-                self._put(e.profile, e.data, e.id)
+                key = (*identity(e.profile), e.id)
+                if key not in self._entries:
+                    self._entries[key] = e
+                    self._bytes += len(e.data)
             self._enforce()
 
     def take(self) -> list[Entry]:

@@ -97,14 +97,8 @@ _RANK_TOL = 1e-12
 
 # ============================================================================ distributions
 def _kll_items(kll: KllSketch) -> tuple[FloatArray, FloatArray]:
-    """The KLL sketch's retained items and their weights, sorted by item.
-
-    The adapter exposes no iterator yet, so this reads the wrapped native sketch, which yields
-    ``(item, weight)`` pairs: a few hundred pairs, once per comparison.
-    """
-    pairs = np.array(list(kll._sk), dtype=np.float64).reshape(-1, 2)
-    order = np.argsort(pairs[:, 0], kind="stable")
-    return pairs[order, 0], pairs[order, 1]
+    """The KLL sketch's retained items and their weights, sorted by item (a few hundred pairs)."""
+    return kll.items()
 
 
 def _right(xp: FloatArray, fp: FloatArray, t: FloatArray) -> FloatArray:

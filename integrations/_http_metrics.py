@@ -1,0 +1,301 @@
+"""Request telemetry shared by the ASGI and WSGI middleware: names, route matching, recording.
+
+What: `HttpTelemetry` is everything the two middleware share. Per request it records one call into
+an mlwatch recorder for the model ``http.server`` (configurable), segmented by
+``http.request.method``, ``http.route`` (the route template, never the raw path) and
+``http.response.status_code``, with the request duration as the call's latency, the exception
+type (if the app raised) as its error, and three numeric columns: ``http.request.body.size``,
+``http.response.body.size`` (bytes) and ``http.server.active_requests`` (requests in flight in
+this process when the request started). Names follow the OpenTelemetry HTTP semantic conventions.
+For the routes named in ``model_routes`` it also records one call of the named model, whose inputs
+are the fields of the JSON request body and whose outputs are the fields of the JSON response.
+
+Why through mlwatch's own pipeline: the request path pays what ``@monitor`` pays (two
+``perf_counter_ns()`` and one bounded-buffer append, ~1 µs), not an OpenTelemetry ``record()``
+per request (9-17 µs, DESIGN.md). Durations, sizes and counts are aggregated off the request path
+into epoch-aligned window profiles, so every pre-fork worker's windows merge exactly at the
+collector, and they leave as OTLP like every other profile.
+
+The double-counting rule: a model named in ``model_routes`` that is also monitored in the
+process by ``@mlwatch.monitor`` or ``mlwatch.observe`` (say on the route's handler) belongs to
+that decorator; the middleware then records only the HTTP request for that route, never a second
+model call. The check is per process, redone whenever a recorder is added, so decorating after
+``instrument_app`` works.
+
+Other rules: requests answered 4xx were rejected before any model ran and are not model calls;
+outputs are taken from 2xx JSON responses only; bodies over ``max_body_bytes`` (default 64 KiB)
+are not kept (the call still counts). Methods outside the standard set are recorded as
+``_OTHER`` (OpenTelemetry's rule), and requests no route matched have ``http.route`` =
+``__missing__``, so the segment count stays bounded (``configure(max_segments=...)`` is the bound
+per window, beyond which segments are folded into ``__other__``).
+
+This module is the one place in ``mlwatch.integrations`` that reaches into mlwatch's runtime
+(`mlwatch.monitoring._make_recorder`, `mlwatch._runtime.RUNTIME`, `mlwatch._health.HEALTH`): the
+middleware measure a duration themselves and hand it to a recorder, which the public
+``observe()`` does not allow without an object and a dictionary lookup per request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from mlwatch._errors import ConfigError
+from mlwatch._extract import Binding
+from mlwatch._health import HEALTH, logger
+from mlwatch._runtime import RUNTIME, Recorder
+from mlwatch.monitoring import _make_recorder, _options
+
+from ._body import JsonFields
+
+__all__ = [
+    "ATTR_METHOD",
+    "ATTR_ROUTE",
+    "ATTR_STATUS",
+    "COL_ACTIVE",
+    "COL_REQUEST_SIZE",
+    "COL_RESPONSE_SIZE",
+    "DEFAULT_MAX_BODY_BYTES",
+    "HTTP_MODEL",
+    "HttpTelemetry",
+    "ModelRoute",
+    "PathFilter",
+    "RouteTable",
+    "normalize_method",
+]
+
+#: The model name under which request telemetry is recorded.
+HTTP_MODEL = "http.server"
+ATTR_METHOD = "http.request.method"
+ATTR_ROUTE = "http.route"
+ATTR_STATUS = "http.response.status_code"
+COL_REQUEST_SIZE = "http.request.body.size"
+COL_RESPONSE_SIZE = "http.response.body.size"
+COL_ACTIVE = "http.server.active_requests"
+SEGMENT_BY = (ATTR_METHOD, ATTR_ROUTE, ATTR_STATUS)
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: The value of ``http.route`` when no route matched (404s, raw ASGI apps without routing).
+NO_ROUTE = "__missing__"
+
+_KNOWN_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")}
+_HTTP_CONFIG = _options(HTTP_MODEL, None, None, 1.0, None, {"exclude": SEGMENT_BY, "numeric": (COL_REQUEST_SIZE, COL_RESPONSE_SIZE, COL_ACTIVE)})[5]
+
+T = TypeVar("T")
+
+#: Recorders the middleware made: never taken as a user's own monitoring of the model.
+_MIDDLEWARE_RECORDERS: set[Recorder] = set()
+
+
+def normalize_method(method: str) -> str:
+    """The method as OpenTelemetry records it: one of the standard methods, else ``_OTHER``."""
+    return _KNOWN_METHODS.get(method) or _KNOWN_METHODS.get(method.upper(), "_OTHER")
+
+
+# Starlette ``{name}`` / ``{name:conv}`` and Flask/Werkzeug ``<name>`` / ``<conv:name>`` placeholders.
+_PLACEHOLDER = re.compile(r"\{[^}/]+\}|<[^>/]+>")
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = _PLACEHOLDER.split(template)
+    holes = _PLACEHOLDER.findall(template)
+    pattern = "".join(re.escape(p) + (_hole(h) if i < len(holes) else "") for i, (p, h) in enumerate(zip(parts, [*holes, ""], strict=True)))
+    return re.compile(pattern + r"\Z")
+
+
+def _hole(placeholder: str) -> str:
+    """``path`` converters match slashes too; every other converter matches one segment."""
+    return ".+" if placeholder.startswith("<path:") or placeholder.endswith(":path}") else "[^/]+"
+
+
+class RouteTable(Generic[T]):
+    """Route templates to values: exact paths by one dict lookup, templates by regex, in order."""
+
+    def __init__(self, routes: Mapping[str, T]) -> None:
+        self.exact: dict[str, tuple[str, T]] = {}
+        self.patterns: list[tuple[re.Pattern[str], str, T]] = []
+        for template, value in routes.items():
+            if not isinstance(template, str) or not template.startswith("/"):
+                raise ConfigError(f"a route must be a path template starting with '/', got {template!r}")
+            if _PLACEHOLDER.search(template):
+                self.patterns.append((_template_regex(template), template, value))
+            else:
+                self.exact[template] = (template, value)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.patterns)
+
+    def match(self, path: str) -> tuple[str, T] | None:
+        """(template, value) of the first route matching the raw `path`, or None."""
+        hit = self.exact.get(path)
+        if hit is not None:
+            return hit
+        for pattern, template, value in self.patterns:
+            if pattern.match(path):
+                return template, value
+        return None
+
+
+class PathFilter:
+    """Paths to leave alone: exact paths, and prefixes written with a trailing ``*``."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        if isinstance(paths, str):
+            paths = [paths]
+        self.exact: frozenset[str] = frozenset()
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for p in paths:
+            if not isinstance(p, str) or not p.startswith("/"):
+                raise ConfigError(f"exclude_paths entries must be paths starting with '/', got {p!r}")
+            if p.endswith("*"):
+                prefixes.append(p[:-1])
+            else:
+                exact.add(p)
+        self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+
+    def __call__(self, path: str) -> bool:
+        return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
+
+
+class ModelRoute:
+    """One model route: its template, the model's recorder, and the double-counting check."""
+
+    __slots__ = ("_checked_at", "_deferred", "model", "recorder", "template")
+
+    def __init__(self, template: str, recorder: Recorder) -> None:
+        self.template = template
+        self.recorder = recorder
+        self.model = recorder.model
+        self._checked_at = -1
+        self._deferred = False
+
+    def deferred(self) -> bool:
+        """True when another recorder of the same model exists in the process (it owns the model)."""
+        recorders = RUNTIME.recorders
+        if len(recorders) != self._checked_at:
+            self._checked_at = len(recorders)
+            owner = any(r.model == self.model and r not in _MIDDLEWARE_RECORDERS for r in list(recorders))
+            if owner and not self._deferred:
+                logger.info(
+                    "mlwatch: model %r is monitored in this process by @monitor/observe; "
+                    "route %s records HTTP telemetry only (no second model call)", self.model, self.template,
+                )
+            self._deferred = owner
+        return self._deferred
+
+
+def _model_recorder(spec: str | Mapping[str, Any]) -> Recorder:
+    if isinstance(spec, str):
+        options: dict[str, Any] = {"model": spec}
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+    else:
+        raise ConfigError(f"model_routes values must be a model name or a dict of observe() options, got {spec!r}")
+    try:
+        model = options.pop("model")
+    except KeyError:
+        raise ConfigError(f"model_routes entry {spec!r} names no model") from None
+    version = options.pop("version", None)
+    segment_by = options.pop("segment_by", None)
+    sample_rate = options.pop("sample_rate", 1.0)
+    window_seconds = options.pop("window_seconds", None)
+    opts = _options(model, version, segment_by, sample_rate, window_seconds, options)
+    recorder = _make_recorder(
+        model=opts[0], version=opts[1], binding=Binding(("features",), 0, None), segment_by=opts[2],
+        sample_rate=opts[3], window_seconds=opts[4], config=opts[5], feature_names=opts[6],
+    )
+    _MIDDLEWARE_RECORDERS.add(recorder)
+    return recorder
+
+
+class HttpTelemetry:
+    """What both middleware record, configured once (a wrong option raises `ConfigError` here).
+
+    - `model_routes`: ``{"/predict": "fraud"}``; keys are route templates (``/items/{id}`` or
+      ``/items/<int:id>``) matched against the raw path; values a model name or a dict of
+      ``observe()`` options with a ``"model"`` key (``version``, ``segment_by``, ``sample_rate``, ...).
+    - `exclude_paths`: paths recorded not at all (health checks); ``"/internal/*"`` is a prefix.
+    - `http_model`: the model name of request telemetry (default ``http.server``); None records
+      model routes only.
+    - `max_body_bytes`: the most bytes of a model route's request or response body kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_routes: Mapping[str, str | Mapping[str, Any]] | None = None,
+        exclude_paths: Iterable[str] = (),
+        http_model: str | None = HTTP_MODEL,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        if type(max_body_bytes) is not int or not 0 <= max_body_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(f"max_body_bytes must be an integer in [0, 64 MiB], got {max_body_bytes!r}")
+        if model_routes is not None and not isinstance(model_routes, Mapping):
+            raise ConfigError(f"model_routes must be a dict {{route: model}}, got {model_routes!r}")
+        self.max_body_bytes = max_body_bytes
+        self.excluded = PathFilter(exclude_paths)
+        self.models: RouteTable[ModelRoute] = RouteTable(
+            {t: ModelRoute(t, _model_recorder(spec)) for t, spec in (model_routes or {}).items()}
+        )
+        self.http: Recorder | None = None
+        if http_model is not None:
+            if not isinstance(http_model, str) or not http_model:
+                raise ConfigError(f"http_model must be a non-empty string or None, got {http_model!r}")
+            self.http = _make_recorder(
+                model=http_model, version=None, binding=Binding(("request",), 0, None), segment_by=SEGMENT_BY,
+                sample_rate=1.0, window_seconds=None, config=_HTTP_CONFIG,
+            )
+            _MIDDLEWARE_RECORDERS.add(self.http)
+        self._record_http = self.http.record if self.http is not None else None
+
+    def model_route(self, path: str) -> ModelRoute | None:
+        """The model route `path` belongs to, unless its model is monitored elsewhere (never raises)."""
+        if not self.models:
+            return None
+        try:
+            hit = self.models.match(path)
+            if hit is None or hit[1].deferred():
+                return None
+            return hit[1]
+        except Exception as exc:
+            HEALTH.count_error("http_route", exc)
+            return None
+
+    def record(
+        self,
+        t0: int,
+        duration: int,
+        method: str,
+        route: str | None,
+        status: int,
+        request_size: int | None,
+        response_size: int,
+        active: int,
+        exc: BaseException | None,
+    ) -> None:
+        """One request (never raises: the recorder counts its own failures)."""
+        record = self._record_http
+        if record is None:
+            return
+        row = {
+            ATTR_METHOD: method,
+            ATTR_ROUTE: route or NO_ROUTE,
+            ATTR_STATUS: status,
+            COL_REQUEST_SIZE: request_size,
+            COL_RESPONSE_SIZE: response_size,
+            COL_ACTIVE: active,
+        }
+        record(t0, duration, (row,), None, None, exc)
+
+    @staticmethod
+    def record_model(
+        route: ModelRoute, t0: int, duration: int, status: int, inputs: JsonFields | None, outputs: JsonFields | None, exc: BaseException | None
+    ) -> None:
+        """One model call of a model route; 4xx answers are not model calls; outputs only from 2xx."""
+        if exc is None and 400 <= status < 500:
+            return
+        if not 200 <= status < 300:
+            outputs = None
+        route.recorder.record(t0, duration, (inputs,) if inputs is not None else (), None, outputs, exc)

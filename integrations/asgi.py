@@ -1,0 +1,182 @@
+"""Pure ASGI middleware recording request telemetry and model routes, for any ASGI app.
+
+What: `MlwatchASGIMiddleware(app, model_routes={"/predict": "fraud"}, exclude_paths=["/healthz"])`
+wraps an ASGI application (Starlette, FastAPI, Quart, Litestar, a bare callable). Per HTTP request
+it records the duration until the app returns (the last body chunk sent), the method, the route
+template, the status code, the exception type if the app raised, the request and response body
+sizes and the requests in flight (see `mlwatch.integrations._http_metrics`). On model routes it
+tees the request body as the app reads it (wrapping ``receive``; the app still gets every message
+unchanged, whenever and however often it asks) and the JSON response body as it is sent
+(wrapping ``send``), up to ``max_body_bytes``, and records a call of the named model.
+
+Why pure ASGI rather than Starlette's ``BaseHTTPMiddleware``: no task per request, no buffering
+of streaming responses, no change in how disconnects or exceptions travel; the app sees the same
+messages in the same order. Every piece of mlwatch code here runs inside a guard: a failure is
+counted in ``mlwatch.health()`` and the request goes on as if mlwatch were not there. The app's
+own exceptions pass through untouched (same object, same traceback).
+
+The route template is read from ``scope["route"]`` after the app returns (Starlette and FastAPI
+set it while routing); pass ``route_of=`` for other frameworks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from time import perf_counter_ns
+from typing import Any
+
+from mlwatch._health import HEALTH
+
+from ._body import BodyBuffer
+from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, normalize_method
+
+__all__ = ["ASGIApp", "Message", "MlwatchASGIMiddleware", "Receive", "Scope", "Send", "route_from_scope"]
+
+# The ASGI types, as starlette/types.py writes them (no framework import needed).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def route_from_scope(scope: Scope) -> str | None:
+    """The matched route's template as Starlette/FastAPI leave it in the scope, else None."""
+    route = scope.get("route")
+    if route is None:
+        return None
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+class MlwatchASGIMiddleware:
+    """Records every HTTP request (and model routes' JSON bodies) of the wrapped ASGI app.
+
+    Options are those of `HttpTelemetry` (checked here: a wrong one raises `mlwatch.ConfigError`),
+    plus `route_of(scope)`, which returns the route template once the app has run.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        model_routes: Mapping[str, str | Mapping[str, Any]] | None = None,
+        exclude_paths: Iterable[str] = (),
+        http_model: str | None = HTTP_MODEL,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        route_of: Callable[[Scope], str | None] = route_from_scope,
+    ) -> None:
+        self.app = app
+        self.telemetry = HttpTelemetry(
+            model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
+        )
+        self.route_of = route_of
+        self.active_requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            skip = scope["type"] != "http" or self.telemetry.excluded(scope["path"])
+        except Exception as exc:
+            HEALTH.count_error("http_middleware", exc)
+            skip = True
+        if skip:
+            await self.app(scope, receive, send)
+            return
+        await self._observe(scope, receive, send)
+
+    async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        telemetry = self.telemetry
+        status = 0
+        response_size = 0
+        request_size: int | None = 0
+        request_body: BodyBuffer | None = None
+        response_body: BodyBuffer | None = None
+        json_response = False
+        count_request = False
+        model = None
+        try:
+            model = telemetry.model_route(scope["path"])
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    request_size = int(value)
+                    break
+                if name == b"transfer-encoding":
+                    request_size, count_request = 0, True
+            if model is not None:
+                request_body = BodyBuffer(telemetry.max_body_bytes)
+        except Exception as exc:
+            HEALTH.count_error("http_middleware", exc)
+            request_size = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_size, json_response, response_body
+            try:
+                kind = message["type"]
+                if kind == "http.response.body":
+                    body = message.get("body", b"")
+                    response_size += len(body)
+                    if json_response and response_body is not None:
+                        response_body.add(body)
+                elif kind == "http.response.start":
+                    status = message["status"]
+                    if model is not None and _is_json(message.get("headers", ())):
+                        json_response = True
+                        response_body = BodyBuffer(telemetry.max_body_bytes)
+            except Exception as exc:
+                HEALTH.count_error("http_middleware", exc)
+            await send(message)
+
+        app_receive = receive
+        if request_body is not None or count_request:
+
+            async def receive_wrapper() -> Message:
+                nonlocal request_size
+                message = await receive()
+                try:
+                    if message["type"] == "http.request":
+                        body = message.get("body", b"")
+                        if count_request and request_size is not None:
+                            request_size += len(body)
+                        if request_body is not None:
+                            request_body.add(body)
+                except Exception as exc:
+                    HEALTH.count_error("http_middleware", exc)
+                return message
+
+            app_receive = receive_wrapper
+
+        self.active_requests += 1
+        active = self.active_requests
+        error: BaseException | None = None
+        t0 = perf_counter_ns()
+        try:
+            await self.app(scope, app_receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            duration = perf_counter_ns() - t0
+            self.active_requests -= 1
+            try:
+                if status == 0 and error is not None:
+                    status = 500  # the server answers 500 to an exception raised before the response started
+                telemetry.record(
+                    t0, duration, normalize_method(scope["method"]), self.route_of(scope), status,
+                    request_size, response_size, active, error,
+                )
+                if model is not None:
+                    telemetry.record_model(
+                        model, t0, duration, status,
+                        request_body.fields() if request_body is not None else None,
+                        response_body.fields() if response_body is not None else None,
+                        error,
+                    )
+            except Exception as exc:
+                HEALTH.count_error("http_middleware", exc)
