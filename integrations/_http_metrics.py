@@ -37,7 +37,9 @@ middleware measure a duration themselves and hand it to a recorder, which the pu
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +65,7 @@ __all__ = [
     "PathFilter",
     "RouteTable",
     "normalize_method",
+    "start_exporters_after_fork",
 ]
 
 #: The model name under which request telemetry is recorded.
@@ -276,6 +279,8 @@ class HttpTelemetry:
         exc: BaseException | None,
     ) -> None:
         """One request (never raises: the recorder counts its own failures)."""
+        if _Fork.pending:
+            start_exporters_after_fork()
         record = self._record_http
         if record is None:
             return
@@ -296,6 +301,58 @@ class HttpTelemetry:
         """One model call of a model route; 4xx answers are not model calls; outputs only from 2xx."""
         if exc is None and 400 <= status < 500:
             return
+        if _Fork.pending:
+            start_exporters_after_fork()
         if not 200 <= status < 300:
             outputs = None
         route.recorder.record(t0, duration, (inputs,) if inputs is not None else (), None, outputs, exc)
+
+
+
+class _Fork:
+    """Set in a forked child; the first request recorded there starts the export pipeline."""
+
+    pending = False
+
+
+def _after_fork_in_child() -> None:
+    _Fork.pending = True  # no thread here: fork handlers registered after this one have not run yet
+
+
+def start_exporters_after_fork() -> None:
+    """In a forked child (a pre-fork server's worker): set the export pipeline up now, off-thread.
+
+    ``mlwatch.configure()`` sets OpenTelemetry up in the process that calls it, but a worker
+    forked from a ``--preload``-ing master inherits no pipeline; it would build one when its first
+    window closes, and for a worker recycled (``--max-requests``) before that, that is at
+    interpreter exit, where the OpenTelemetry SDK can no longer start the threads it needs: the
+    worker's last windows were lost. Called once per forked process, at its first recorded
+    request (after the response went out): the exporters are created here (cheap) and started on a
+    short-lived thread. Never raises.
+    """
+    _Fork.pending = False
+    try:
+        settings = RUNTIME.settings
+        if not settings.otlp_enabled and settings.exporters is None:
+            return
+        exporters = list(RUNTIME.exporters())
+    except Exception as exc:
+        HEALTH.count_error("http_fork", exc)
+        return
+
+    def start() -> None:
+        for exp in exporters:
+            begin = getattr(exp, "start", None)
+            if callable(begin):
+                try:
+                    begin()
+                except Exception as exc:
+                    HEALTH.count_error("http_fork", exc)
+
+    try:
+        threading.Thread(target=start, name="mlwatch-export-setup", daemon=True).start()
+    except Exception as exc:
+        HEALTH.count_error("http_fork", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -26,6 +26,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from mlwatch._health import HEALTH
+from mlwatch.lifecycle import flush
 
 from ._body import BodyBuffer
 from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, normalize_method
@@ -60,7 +61,8 @@ class MlwatchASGIMiddleware:
     """Records every HTTP request (and model routes' JSON bodies) of the wrapped ASGI app.
 
     Options are those of `HttpTelemetry` (checked here: a wrong one raises `mlwatch.ConfigError`),
-    plus `route_of(scope)`, which returns the route template once the app has run.
+    plus `route_of(scope)`, which returns the route template once the app has run, and
+    `flush_on_shutdown`: export the open windows when the ASGI lifespan shuts down.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class MlwatchASGIMiddleware:
         http_model: str | None = HTTP_MODEL,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         route_of: Callable[[Scope], str | None] = route_from_scope,
+        flush_on_shutdown: bool = True,
     ) -> None:
         self.app = app
+        self.flush_on_shutdown = flush_on_shutdown
         self.telemetry = HttpTelemetry(
             model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
         )
@@ -82,14 +86,35 @@ class MlwatchASGIMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            skip = scope["type"] != "http" or self.telemetry.excluded(scope["path"])
+            kind = scope["type"]
+            skip = kind != "http" or self.telemetry.excluded(scope["path"])
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
-            skip = True
-        if skip:
+            kind, skip = "", True
+        if kind == "lifespan" and self.flush_on_shutdown:
+            await self.app(scope, receive, self._flushing_send(send))
+        elif skip:
             await self.app(scope, receive, send)
-            return
-        await self._observe(scope, receive, send)
+        else:
+            await self._observe(scope, receive, send)
+
+    def _flushing_send(self, send: Send) -> Send:
+        """Lifespan ``send`` that flushes mlwatch just before the app reports its shutdown complete.
+
+        Servers may end the process without running ``atexit`` (uvicorn re-raises the SIGTERM it
+        caught once it has shut down), so the last windows leave here, within mlwatch's
+        ``shutdown_timeout``, while the server waits for the app.
+        """
+
+        async def lifespan_send(message: Message) -> None:
+            if message.get("type") == "lifespan.shutdown.complete":
+                try:
+                    flush()
+                except Exception as exc:
+                    HEALTH.count_error("http_flush", exc)
+            await send(message)
+
+        return lifespan_send
 
     async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
         telemetry = self.telemetry

@@ -43,6 +43,7 @@ def instrument_app(
     exclude_paths: Iterable[str] = (),
     http_model: str | None = HTTP_MODEL,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    flush_on_shutdown: bool = True,
 ) -> MlwatchASGIMiddleware:
     """Record every request of a FastAPI/Starlette `app`, and model routes' JSON bodies.
 
@@ -55,7 +56,8 @@ def instrument_app(
     if isinstance(existing, MlwatchASGIMiddleware):
         return existing
     middleware = MlwatchASGIMiddleware(
-        _not_built, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
+        _not_built, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model,
+        max_body_bytes=max_body_bytes, flush_on_shutdown=flush_on_shutdown,
     )
     build = app.build_middleware_stack
 

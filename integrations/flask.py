@@ -74,7 +74,7 @@ def instrument_app(
     middleware = MlwatchWSGIMiddleware(
         app.wsgi_app, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
     )
-    app.wsgi_app = middleware  # type: ignore[method-assign]
+    app.wsgi_app = middleware  # type: ignore[method-assign,assignment]
     app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
     got_request_exception.connect(_remember_exception, app, weak=False)
     app.extensions[_EXTENSION] = middleware

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import math
+import operator
 import struct
 import time
 from collections.abc import Mapping
@@ -211,7 +212,8 @@ def _floats(data: bytes, where: str, limit: int) -> np.ndarray[Any, np.dtype[np.
     if len(data) % 8 or len(data) // 8 > limit:
         raise ProfileFormatError(f"{where}: extreme values block has an invalid size {len(data)}")
     arr = np.frombuffer(data, dtype="<f8").astype(np.float64)
-    if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) < 0):
+    values = arr.tolist()  # a few dozen values: plain Python beats numpy's per-call overhead here
+    if not all(map(math.isfinite, values)) or not all(map(operator.le, values, values[1:])):
         raise ProfileFormatError(f"{where}: extreme values must be finite and sorted")
     return arr
 

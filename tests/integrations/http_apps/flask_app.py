@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, abort, request
+from mlwatch.integrations.flask import instrument_app
 
 import mlwatch
-from mlwatch.integrations.flask import instrument_app
 
 MODEL_ROUTES = {"/predict": "fraud", "/score/<kind>": "scorer"}
 
@@ -37,6 +37,11 @@ def create_app(instrument: bool = True) -> Flask:
         sleep_ms = int(request.args.get("sleep_ms", 0))
         if sleep_ms:
             time.sleep(sleep_ms / 1000)
+        return {"id": item_id}
+
+    @app.get("/sleep/<int:item_id>")
+    def sleep(item_id: int) -> dict[str, Any]:
+        time.sleep(int(request.args.get("sleep_ms", 0)) / 1000)
         return {"id": item_id}
 
     @app.post("/predict")

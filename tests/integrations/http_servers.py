@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).parent
-APPS = HERE / "apps"
+APPS = HERE / "http_apps"
 DRIVER = HERE / "driver.py"
 
 
@@ -74,5 +74,5 @@ def drive(base_url: str, plan: list[dict[str, Any]], concurrency: int, tmp: Path
         [sys.executable, str(DRIVER), base_url, str(plan_file), str(concurrency)],
         capture_output=True, text=True, timeout=120, env=child_env(), check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and not done.stderr, done.stderr
     return [(int(s), float(t)) for s, t in json.loads(done.stdout)]
