@@ -23,7 +23,7 @@ from typing import Any
 
 from mlwatch._health import HEALTH
 
-__all__ = ["MAX_ARRAY_ITEMS", "MAX_FIELDS", "BodyBuffer", "JsonFields", "flatten"]
+__all__ = ["BodyBuffer", "JsonFields", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten"]
 
 #: Arrays of scalars longer than this are skipped (a feature per index would explode the columns).
 MAX_ARRAY_ITEMS = 64

@@ -15,7 +15,9 @@ from mlwatch.config import Exporter, Settings
 from mlwatch.drift import ColumnDrift, DriftReport, drift
 from mlwatch.lifecycle import configure, flush, health, shutdown
 from mlwatch.local_export import LocalFileExporter
+from mlwatch.model_quality import ModelQuality, QualitySketch
 from mlwatch.monitoring import Observation, monitor, observe
+from mlwatch.outcomes import current_prediction_id, log_metric, log_outcome, log_ranking_outcome, quality
 from mlwatch.otlp import OtlpExporter
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
@@ -39,6 +41,7 @@ __all__ = [
     "FORMAT_VERSION",
     "LocalFileExporter",
     "MlwatchError",
+    "ModelQuality",
     "Observation",
     "OtlpExporter",
     "Profile",
@@ -47,18 +50,24 @@ __all__ = [
     "ProfileMergeError",
     "QualityIssue",
     "QualityReport",
+    "QualitySketch",
     "Settings",
     "WireLimits",
     "__version__",
     "check_quality",
     "configure",
+    "current_prediction_id",
     "drift",
     "flush",
     "health",
     "load",
+    "log_metric",
+    "log_outcome",
+    "log_ranking_outcome",
     "merge",
     "monitor",
     "observe",
     "profile",
+    "quality",
     "shutdown",
 ]

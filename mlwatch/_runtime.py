@@ -321,6 +321,9 @@ class Runtime:
         self._exporters: list[Exporter] | None = None
         self._shut_down = False
         self._start_lock = threading.Lock()
+        #: Other producers of window profiles (model quality from outcomes): called under the lock
+        #: with (now, close everything?) and returning the profiles due for export.
+        self.sources: list[Callable[[float, bool], list[Profile]]] = []
         os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_parent, after_in_child=self._after_fork_child)
         atexit.register(self.shutdown)
 
@@ -351,6 +354,10 @@ class Runtime:
 
                 self._exporters = [LocalFileExporter(self.settings.data_dir, max_bytes=self.settings.max_disk_bytes)]
         return self._exporters
+
+    def add_source(self, source: Callable[[float, bool], list[Profile]]) -> None:
+        with self.lock:
+            self.sources.append(source)
 
     def add_recorder(self, recorder: Recorder) -> None:
         with self.lock:
@@ -395,6 +402,11 @@ class Runtime:
                     HEALTH.count_error("aggregate", exc)
                 try:
                     closed.extend(rec.close_due(now, everything=close_all))
+                except Exception as exc:
+                    HEALTH.count_error("window", exc)
+            for source in self.sources:
+                try:
+                    closed.extend(source(now, close_all))
                 except Exception as exc:
                     HEALTH.count_error("window", exc)
         if not closed:

@@ -62,6 +62,7 @@ def paired_bars(
         f'<text x="{left - 4}" y="{pad_top + plot_h}" class="tick" text-anchor="end">0</text>',
     ]
     every = max(1, math.ceil(n / 8))
+    labelled = {0, n - 1} | {i for i in range(0, n, every) if n - 1 - i >= every}
     for i in range(n):
         x0 = left + i * slot + (slot - 2 * bar) / 2
         for j, (value, color, cls) in enumerate(
@@ -74,7 +75,7 @@ def paired_bars(
                 f'width="{_num(bar)}" height="{_num(h)}" fill="{fill}"><title>{_esc(labels[i])}: '
                 f'{"reference" if cls == "ref" else "current"} {value:.1%}</title></rect>'
             )
-        if i % every == 0 or i == n - 1:
+        if i in labelled:
             label = labels[i] if len(labels[i]) <= 10 else labels[i][:9] + "…"
             parts.append(
                 f'<text class="tick" x="{_num(left + (i + 0.5) * slot)}" y="{pad_top + plot_h + 13}" '

@@ -3,13 +3,19 @@
 Layout (all integers little-endian)::
 
     0   4  magic  b"MLWP"
-    4   2  format version (1)
+    4   2  format version (1; 2 when the profile carries model quality, see below)
     6   2  flags (bit 0: the trailer is an HMAC-SHA256 instead of a SHA-256)
     8   4  header length H
     12  H  header: UTF-8 JSON (identity, window, counters, columns, and for each sketch its
            [offset, length] in the blob area)
     ..     blob area: the sketches' own DataSketches bytes, back to back, in header order
     -32 32 trailer: SHA-256 (or HMAC-SHA256 with the key named in the header) of all bytes before it
+
+Version 2 adds an optional ``quality`` object to the header (confusion counts, regression sums,
+ranking sums, proxy metrics) whose KLL sketches (per-class scores, regression errors, metric
+values) follow the output columns' sketches in the blob area. Writers use the lowest version
+that can hold the profile (1 without quality), so older readers keep reading quality-free
+profiles; this reader accepts 1 and 2.
 
 Reading checks, in order and before anything reaches datasketches: total size and caps, magic,
 version, flags, header length, the checksum or signature, the JSON header's every field and type,
@@ -36,12 +42,14 @@ from mlwatch._errors import ProfileFormatError
 from mlwatch._numeric import NumericSummary
 from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
 from mlwatch.column import KINDS, ColumnProfile
+from mlwatch.model_quality import ClassificationState, MetricState, QualitySketch, RankingState, RegressionState
 from mlwatch.profile import Profile
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "WireLimits", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "SUPPORTED_VERSIONS", "WireLimits", "decode", "encode"]
 
 MAGIC = b"MLWP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<4sHHI")
 _TRAILER = 32
 _FLAG_HMAC = 1
@@ -59,6 +67,7 @@ class WireLimits:
     max_hll_lg: int = 16
     max_extremes: int = 4096
     max_name_length: int = 1024
+    max_quality_entries: int = 100_000  # confusion cells, score sketches and proxy metrics in a quality part
 
 
 _DEFAULT_LIMITS = WireLimits()
@@ -135,12 +144,16 @@ def encode(profile: Profile, *, hmac_key: bytes | None = None, key_id: str | Non
         "columns": [_column_out(c, blobs) for c in profile.columns.values()],
         "outputs": [_column_out(c, blobs) for c in profile.outputs.values()],
     }
+    version = 1
+    if profile.quality is not None and not profile.quality.is_empty():
+        header["quality"] = _quality_out(profile.quality, blobs)
+        version = 2
     flags = 0
     if hmac_key is not None:
         flags |= _FLAG_HMAC
         header["signature"] = {"key_id": key_id or "default", "signed_at": time.time()}
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    body = b"".join([_PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(head)), head, *blobs.parts])
+    body = b"".join([_PREFIX.pack(MAGIC, version, flags, len(head)), head, *blobs.parts])
     if hmac_key is not None:
         trailer = hmac.new(hmac_key, body, hashlib.sha256).digest()
     else:
@@ -305,9 +318,10 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
     magic, version, flags, head_len = _PREFIX.unpack_from(view, 0)
     if magic != MAGIC:
         raise ProfileFormatError(f"not an mlwatch profile (magic {bytes(magic)!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ProfileFormatError(
-            f"unsupported profile format version {version}; this mlwatch reads version {FORMAT_VERSION}"
+            f"unsupported profile format version {version}; this mlwatch reads versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
         )
     if flags & ~_FLAG_HMAC:
         raise ProfileFormatError(f"unknown flags 0x{flags:04x} in profile header")
@@ -340,6 +354,8 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
             if not hmac.compare_digest(expected, trailer):
                 raise ProfileFormatError("profile signature does not verify: forged or corrupted")
     blob = body[_PREFIX.size + head_len :]
+    if version < 2 and "quality" in header:
+        raise ProfileFormatError("profile format version 1 cannot carry a 'quality' part")
     return _profile_from_header(header, blob, lim)
 
 
@@ -382,10 +398,145 @@ def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimi
                 raise ProfileFormatError(f"profile: column {col.name!r} appears twice in {section!r}")
             target[col.name] = col
             pending.append((col, sketches, f"{section} {col.name!r}"))
+    quality_pending = _quality_in(header["quality"], r) if header.get("quality") is not None else None
     r.check_tiling()
     # Only now, with every reference and counter consistent, does any sketch reach native code.
     if latency_bytes is not None:
         p.latency = KllSketch.from_bytes(latency_bytes, max_k=lim.max_kll_k)
     for col, sketches, where in pending:
         _attach_sketches(col, sketches, lim, where)
+    if quality_pending is not None:
+        p.quality = _attach_quality(*quality_pending, lim)
     return p
+
+
+# ---------------------------------------------------------------------------- model quality (version 2)
+def _quality_out(q: QualitySketch, blobs: _Blobs) -> dict[str, Any]:
+    out: dict[str, Any] = {"k": q.k}
+    c = q.classification
+    if c is not None:
+        out["classification"] = {
+            "k": c.k,
+            "confusion": [[lab, pred, n] for (lab, pred), n in c.confusion.items()],
+            "scores": [[cls, side, blobs.add(sk.to_bytes())]
+                       for side, sketches in (("pos", c.pos_scores), ("neg", c.neg_scores))
+                       for cls, sk in sketches.items()],
+        }
+    g = q.regression
+    if g is not None:
+        out["regression"] = {
+            "n": g.n,
+            **{name: _float_out(getattr(g, name)) for name in _REGRESSION_FLOATS},
+            "errors": blobs.add(g.errors.to_bytes()),
+        }
+    rk = q.ranking
+    if rk is not None:
+        out["ranking"] = {"k": rk.k, "n": rk.n, **{name: _float_out(getattr(rk, name)) for name in _RANKING_FLOATS}}
+    if q.metrics:
+        out["metrics"] = [[name, m.n, _float_out(m.total), blobs.add(m.kll.to_bytes())] for name, m in q.metrics.items()]
+    return out
+
+
+_REGRESSION_FLOATS = ("sum_err", "sum_abs", "sum_sq", "sum_ape", "y_mean", "y_m2")
+_RANKING_FLOATS = ("sum_ndcg", "sum_precision", "sum_recall", "sum_ap")
+
+# (what the sketch is, where it goes, the count it must hold or -1 for "at most the labeled rows")
+_QualityBlob = tuple[str, str, int, bytes]
+
+
+def _quality_in(obj: Any, r: _Reader) -> tuple[QualitySketch, list[_QualityBlob]]:
+    """Parse the quality header; its sketch bytes are validated and attached after the tiling check."""
+    where = "profile quality"
+    if not isinstance(obj, dict):
+        raise ProfileFormatError(f"{where}: must be an object")
+    lim = r.limits
+    q = QualitySketch(r.int_(obj, "k", where, lo=8, hi=lim.max_kll_k))
+    blobs: list[_QualityBlob] = []
+    cls_obj = obj.get("classification")
+    if cls_obj is not None:
+        w = f"{where} classification"
+        if not isinstance(cls_obj, dict):
+            raise ProfileFormatError(f"{w}: must be an object")
+        state = ClassificationState(r.int_(cls_obj, "k", w, lo=8, hi=lim.max_kll_k))
+        confusion, scores = cls_obj.get("confusion"), cls_obj.get("scores")
+        if not isinstance(confusion, list) or not isinstance(scores, list) or len(confusion) + len(scores) > lim.max_quality_entries:
+            raise ProfileFormatError(f"{w}: 'confusion' and 'scores' must be lists of at most {lim.max_quality_entries} entries")
+        for cell in confusion:
+            if not isinstance(cell, list) or len(cell) != 3:
+                raise ProfileFormatError(f"{w}: a confusion cell must be [label, predicted, count]")
+            entry = {"label": cell[0], "predicted": cell[1], "n": cell[2]}
+            pair = (r.str_(entry, "label", w) or "", r.str_(entry, "predicted", w) or "")
+            if pair in state.confusion:
+                raise ProfileFormatError(f"{w}: confusion cell {pair!r} appears twice")
+            state.confusion[pair] = r.int_(entry, "n", w)
+        seen: set[tuple[str, str]] = set()
+        for item in scores:
+            if not isinstance(item, list) or len(item) != 3 or item[1] not in ("pos", "neg"):
+                raise ProfileFormatError(f"{w}: a score sketch must be [class, 'pos' or 'neg', [offset, length]]")
+            cls = r.str_({"c": item[0]}, "c", w) or ""
+            if (cls, item[1]) in seen:
+                raise ProfileFormatError(f"{w}: score sketch {cls!r}/{item[1]} appears twice")
+            seen.add((cls, item[1]))
+            blobs.append(("score", f"{item[1]}:{cls}", -1, r.blob_ref({"ref": item[2]}, "ref", w)))
+        q.classification = state
+    reg = obj.get("regression")
+    if reg is not None:
+        w = f"{where} regression"
+        if not isinstance(reg, dict):
+            raise ProfileFormatError(f"{w}: must be an object")
+        g = RegressionState(q.k)
+        g.n = r.int_(reg, "n", w)
+        for name in _REGRESSION_FLOATS:
+            setattr(g, name, r.float_(reg, name, w))
+        blobs.append(("errors", "", g.n, r.blob_ref(reg, "errors", w)))
+        q.regression = g
+    rank = obj.get("ranking")
+    if rank is not None:
+        w = f"{where} ranking"
+        if not isinstance(rank, dict):
+            raise ProfileFormatError(f"{w}: must be an object")
+        rk = RankingState(r.int_(rank, "k", w, lo=1, hi=2**31))
+        rk.n = r.int_(rank, "n", w)
+        for name in _RANKING_FLOATS:
+            setattr(rk, name, r.float_(rank, name, w))
+        q.ranking = rk
+    metrics = obj.get("metrics")
+    if metrics is not None:
+        w = f"{where} metrics"
+        if not isinstance(metrics, list) or len(metrics) > lim.max_quality_entries:
+            raise ProfileFormatError(f"{w}: must be a list of at most {lim.max_quality_entries} metrics")
+        for item in metrics:
+            if not isinstance(item, list) or len(item) != 4:
+                raise ProfileFormatError(f"{w}: a metric must be [name, count, sum, [offset, length]]")
+            entry = {"name": item[0], "n": item[1], "total": item[2]}
+            name = r.str_(entry, "name", w) or ""
+            if name in q.metrics:
+                raise ProfileFormatError(f"{w}: metric {name!r} appears twice")
+            m = MetricState(q.k)
+            m.n = r.int_(entry, "n", w)
+            m.total = r.float_(entry, "total", w)
+            q.metrics[name] = m
+            blobs.append(("metric", name, m.n, r.blob_ref({"ref": item[3]}, "ref", w)))
+    return q, blobs
+
+
+def _attach_quality(q: QualitySketch, blobs: list[_QualityBlob], lim: WireLimits) -> QualitySketch:
+    """Validate (`_validate` via `KllSketch.from_bytes`), deserialize and cross-check the quality sketches."""
+    labeled = q.classification.n if q.classification is not None else 0
+    for kind, name, expected_n, data in blobs:
+        sk = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+        where = f"profile quality {kind} {name!r}"
+        if expected_n >= 0 and sk.n != expected_n:
+            raise ProfileFormatError(f"{where}: sketch holds n={sk.n}, header says n={expected_n}")
+        if kind == "score":
+            assert q.classification is not None
+            if sk.n > labeled or sk.k != q.classification.k:
+                raise ProfileFormatError(f"{where}: sketch n={sk.n}, k={sk.k} does not fit {labeled} labeled rows at k={q.classification.k}")
+            side, cls = name.split(":", 1)
+            (q.classification.pos_scores if side == "pos" else q.classification.neg_scores)[cls] = sk
+        elif kind == "errors":
+            assert q.regression is not None
+            q.regression.errors = sk
+        else:
+            q.metrics[name].kll = sk
+    return q

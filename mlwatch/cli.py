@@ -135,6 +135,18 @@ def _columns_table(cols: dict[str, Any]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mlwatch.profile import Profile
+    from mlwatch.report import load_profiles, write_report
+
+    ref = Profile.load(args.reference)
+    current = load_profiles(args.current, model=args.model or ref.model, token=args.token)
+    path = write_report(args.output, ref, current, title=args.title, drift_share=args.drift_share, method=args.method)
+    if not args.quiet:
+        print(f"wrote {path} ({len(current)} current profile(s))", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mlwatch.demo import run_demo
 
@@ -164,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--drift-share", type=float, default=0.5, help="share of drifted columns that means dataset drift")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when dataset drift is found")
     d.set_defaults(func=_cmd_drift)
+
+    r = sub.add_parser("report", help="write a self-contained HTML report of drift, data quality, latency and errors")
+    r.add_argument("--reference", required=True, help="reference profile (.mlw)")
+    r.add_argument("--current", required=True, help="a .mlw file, a directory of window files, or a collector URL")
+    r.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    r.add_argument("--model", default=None, help="model to read from a directory or collector (default: the reference's)")
+    r.add_argument("--token", default=os.environ.get("MLWATCH_TOKEN"), help="collector bearer token (default: $MLWATCH_TOKEN)")
+    r.add_argument("--title", default=None, help="page title")
+    r.add_argument("--method", default="auto", help="drift method (auto, ks, psi, js, wasserstein, hellinger, chisquare)")
+    r.add_argument("--drift-share", type=float, default=0.5, help="share of drifted columns that means dataset drift")
+    r.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    r.set_defaults(func=_cmd_report)
 
     m = sub.add_parser("demo", help="run a monitored model, inject trouble halfway, and show mlwatch finding it")
     m.add_argument("--calls", type=int, default=20_000, help="monitored predictions to make")

@@ -53,6 +53,11 @@ class Settings:
     - ``hmac_key``/``hmac_key_id``: sign each profile with HMAC-SHA256.
     - ``reference``: ``{model: path of a reference profile}`` for drift gauges.
     - ``max_pending_bytes``/``max_pending_windows``: what may wait for an unreachable collector.
+
+    Outcomes (`mlwatch.outcomes`):
+
+    - ``prediction_store_size``: predictions kept for joining labels by id (oldest evicted, counted).
+    - ``prediction_ttl``: seconds a prediction waits for its label before it expires (counted).
     """
 
     service_name: str = field(default_factory=_default_service_name)
@@ -74,6 +79,8 @@ class Settings:
     reference: Mapping[str, str | os.PathLike[str]] | None = None
     max_pending_bytes: int = 16 * 1024 * 1024
     max_pending_windows: int = 5
+    prediction_store_size: int = 100_000
+    prediction_ttl: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.service_name, str) or not self.service_name:
@@ -91,6 +98,8 @@ class Settings:
                 if not isinstance(exp, Exporter):
                     raise ConfigError(f"exporter {exp!r} has no export(profiles) and shutdown() methods")
         _check_otlp(self)
+        _int("prediction_store_size", self.prediction_store_size, 1, 100_000_000)
+        _positive("prediction_ttl", self.prediction_ttl, hi=366 * 86_400.0)
 
     def updated(self, options: dict[str, Any]) -> Settings:
         """A copy with `options` applied; unknown names raise `ConfigError` with a suggestion."""

@@ -385,6 +385,23 @@ def _numeric(
     drifted, why = _verdict(chosen, value, p_value, threshold)
     if chosen == "ks" and drifted and scores.ks <= scores.ks_resolution:
         drifted, why = False, f"KS statistic within the sketches' rank error ({scores.ks_resolution:.3g})"
+    return _verdict_row(name, role, kind, chosen, value, threshold, p_value, drifted, scores, _numeric_scores(scores), _join(note, why))
+
+
+def _verdict_row(
+    name: str,
+    role: Role,
+    kind: str,
+    chosen: str,
+    value: float,
+    threshold: float,
+    p_value: float | None,
+    drifted: bool,
+    scores: NumericDrift | CategoricalDrift,
+    all_scores: dict[str, Any],
+    note: str,
+) -> ColumnDrift:
+    """The result of a column that was compared (status "ok")."""
     return ColumnDrift(
         column=name,
         role=role,
@@ -398,8 +415,8 @@ def _numeric(
         drifted=drifted,
         n_reference=scores.n_reference,
         n_current=scores.n_current,
-        scores=_numeric_scores(scores),
-        note=_join(note, why),
+        scores=all_scores,
+        note=note,
     )
 
 
@@ -431,22 +448,7 @@ def _categorical(
     drifted, why = _verdict(chosen, value, p_value, threshold)
     if not scores.exact:
         note = _join(note, "category counts are estimates (more distinct values than the sketch keeps exactly)")
-    return ColumnDrift(
-        column=name,
-        role=role,
-        kind="categorical",
-        status="ok",
-        method=chosen,
-        value=value,
-        threshold=threshold,
-        threshold_on="p_value" if chosen in _P_VALUE_METHODS else "value",
-        p_value=p_value,
-        drifted=drifted,
-        n_reference=scores.n_reference,
-        n_current=scores.n_current,
-        scores=_categorical_scores(scores),
-        note=_join(note, why),
-    )
+    return _verdict_row(name, role, "categorical", chosen, value, threshold, p_value, drifted, scores, _categorical_scores(scores), _join(note, why))
 
 
 def _choose(method: str, kind: Literal["numeric", "categorical"], n_ref: int, n_cur: int) -> tuple[str, str]:

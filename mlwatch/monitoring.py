@@ -152,6 +152,7 @@ def monitor(
     numeric: Iterable[str] | None = ...,
     text: Iterable[str] | None = ...,
     kll_k: int = ...,
+    prediction_ids: bool = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -164,9 +165,14 @@ def monitor(
     segment_by: Iterable[str] | str | None = None,
     sample_rate: float = 1.0,
     window_seconds: float | None = None,
+    prediction_ids: bool = False,
     **profile_options: Any,
 ) -> Any:
     """Monitor a predict function: latency, errors, inputs and outputs, per window and segment.
+
+    With ``prediction_ids=True`` each call can be given an id afterwards
+    (`mlwatch.current_prediction_id()`) to join its label later (`mlwatch.log_outcome`); this adds
+    one `ContextVar.set` per call, and only to this function (see `mlwatch.outcomes`).
 
     Works on functions, async functions, generators, methods, staticmethods and classmethods.
     Options are checked here, at decoration time; a wrong one raises `ConfigError`.
@@ -176,13 +182,15 @@ def monitor(
     if fn is not None and callable(fn) and model is None:  # bare @monitor: the function's name is the model
         return monitor(model=getattr(fn, "__name__", "model"))(fn)
     opts = _options(model if model is not None else "", version, segment_by, sample_rate, window_seconds, profile_options)
+    if type(prediction_ids) is not bool:
+        raise ConfigError(f"prediction_ids must be True or False, got {prediction_ids!r}")
 
     def decorate(target: Any) -> Any:
         if isinstance(target, (staticmethod, classmethod)):
-            return type(target)(_wrap(target.__func__, opts, is_method=isinstance(target, classmethod)))
+            return type(target)(_wrap(target.__func__, opts, is_method=isinstance(target, classmethod), prediction_ids=prediction_ids))
         if not callable(target):
             raise ConfigError(f"@monitor needs a function, got {target!r}")
-        return _wrap(target, opts, is_method=None)
+        return _wrap(target, opts, is_method=None, prediction_ids=prediction_ids)
 
     return decorate
 
@@ -197,7 +205,7 @@ def _is_method(fn: Callable[..., Any]) -> bool:
     return len(parts) > 1 and parts[-2] != "<locals>" and first in ("self", "cls")
 
 
-def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | None) -> Callable[..., Any]:
+def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | None, prediction_ids: bool = False) -> Callable[..., Any]:
     model, version, segment_by, sample_rate, window, config, feature_names = opts
     binding = Binding.of(fn, is_method=_is_method(fn) if is_method is None else is_method)
     _check_segments(fn, binding, segment_by)
@@ -206,6 +214,16 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
         sample_rate=sample_rate, window_seconds=window, config=config, feature_names=feature_names,
     )
     record = rec.record
+    if prediction_ids:
+        from mlwatch.outcomes import LAST_CALL
+
+        set_last = LAST_CALL.set
+        inner_record = record
+
+        def record(t0: int, duration: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None, result: Any, exc: BaseException | None) -> None:
+            inner_record(t0, duration, args, kwargs, result, exc)
+            if exc is None:
+                set_last([rec, args, kwargs, result, None])  # the id is minted lazily, if ever asked for
 
     if inspect.isasyncgenfunction(fn):
 

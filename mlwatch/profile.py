@@ -9,6 +9,7 @@ from typing import Any
 from mlwatch._errors import ProfileMergeError
 from mlwatch._sketches import DEFAULT_KLL_K, KllSketch
 from mlwatch.column import ColumnProfile
+from mlwatch.model_quality import QualitySketch
 
 __all__ = ["Profile", "merge"]
 
@@ -32,6 +33,7 @@ class Profile:
         "latency",
         "model",
         "outputs",
+        "quality",
         "rows",
         "segment",
         "version",
@@ -60,6 +62,8 @@ class Profile:
         self.latency: KllSketch | None = None  # seconds per call
         self.columns: dict[str, ColumnProfile] = {}
         self.outputs: dict[str, ColumnProfile] = {}
+        #: Model quality from outcomes logged for this window's predictions (`mlwatch.model_quality`).
+        self.quality: QualitySketch | None = None
 
     # ------------------------------------------------------------------ derived
     @property
@@ -116,6 +120,11 @@ class Profile:
                 self.latency = other.latency.copy()
             else:
                 self.latency.merge(other.latency)
+        if other.quality is not None:
+            if self.quality is None:
+                self.quality = other.quality.copy()
+            else:
+                self.quality.merge_in(other.quality)
 
     def copy(self) -> Profile:
         clone = Profile(
@@ -132,6 +141,7 @@ class Profile:
         clone.latency = self.latency.copy() if self.latency is not None else None
         clone.columns = {name: col.copy() for name, col in self.columns.items()}
         clone.outputs = {name: col.copy() for name, col in self.outputs.items()}
+        clone.quality = self.quality.copy() if self.quality is not None else None
         return clone
 
     def record_latency(self, seconds: Iterable[float], k: int = DEFAULT_KLL_K) -> None:

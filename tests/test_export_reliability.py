@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from otlp_receiver import Blackhole, HealthDelta, Receiver, Reply, window_profile
@@ -13,28 +11,8 @@ from otlp_receiver import Blackhole, HealthDelta, Receiver, Reply, window_profil
 import mlwatch
 from mlwatch._pending import PendingProfiles
 from mlwatch._retry import Backoff, Outcome, classify
-from mlwatch._runtime import RUNTIME, Runtime
+from mlwatch._runtime import Runtime
 from mlwatch.otlp import OtlpExporter
-
-_OTEL_VARS = [v for v in os.environ if v.startswith("OTEL_")]
-
-
-@pytest.fixture(autouse=True)
-def _clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No OTEL_* variable of the machine running the tests leaks into them."""
-    for name in _OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def runtime() -> Iterator[Runtime]:
-    """The process-wide runtime, with its settings restored (and its exporters shut down) afterwards."""
-    previous = RUNTIME.settings
-    RUNTIME.flush()
-    yield RUNTIME
-    RUNTIME.flush()
-    RUNTIME.configure(previous)
-    RUNTIME.restart()
 
 
 def _wait(predicate: object, timeout: float = 10.0) -> None:

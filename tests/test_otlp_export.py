@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 from otlp_receiver import HealthDelta, Receiver, any_value, window_profile
@@ -14,28 +13,8 @@ from otlp_receiver import HealthDelta, Receiver, any_value, window_profile
 import mlwatch
 from mlwatch import FORMAT_VERSION, ConfigError, Profile, ProfileFormatError, Settings
 from mlwatch._httpx_transport import HttpxTransport
-from mlwatch._runtime import RUNTIME, Runtime
+from mlwatch._runtime import Runtime
 from mlwatch.otlp import OtlpExporter
-
-_OTEL_VARS = [v for v in os.environ if v.startswith("OTEL_")]
-
-
-@pytest.fixture(autouse=True)
-def _clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No OTEL_* variable of the machine running the tests leaks into them."""
-    for name in _OTEL_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def runtime() -> Iterator[Runtime]:
-    """The process-wide runtime, with its settings restored (and its exporters shut down) afterwards."""
-    previous = RUNTIME.settings
-    RUNTIME.flush()
-    yield RUNTIME
-    RUNTIME.flush()
-    RUNTIME.configure(previous)
-    RUNTIME.restart()
 
 
 def _attrs(rec: object) -> dict[str, object]:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlwatch.collector import api, ingest
+from mlwatch.collector import api, dashboard, ingest
 from mlwatch.collector.auth import TokenAuth
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.errors import HttpError, error_body
@@ -124,6 +124,7 @@ async def _openapi(request: Request) -> Response:
 
 
 ROUTES = [
+    Route("/", dashboard.page, methods=["GET"]),
     Route("/v1/logs", ingest.otlp_logs, methods=["POST"]),
     Route("/v1/metrics", ingest.otlp_metrics, methods=["POST"]),
     Route("/health", api.health, methods=["GET"]),

@@ -64,6 +64,8 @@ def openapi_schema() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict on every call)."""
     analysis = [_MODEL, *_RANGE, *_REFERENCE]
     paths: dict[str, Any] = {
+        "/": {"get": {"summary": "the live dashboard (an HTML page that polls this API; no token needed for the page)",
+                      "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
         "/v1/logs": {"post": {
             "summary": "OTLP/HTTP logs receiver: stores mlwatch.profile records, ignores other records",
             "requestBody": _OTLP_BODY,

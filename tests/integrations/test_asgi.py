@@ -13,11 +13,11 @@ pytest.importorskip("fastapi")
 import httpx
 from fastapi import FastAPI, HTTPException, Request
 from http_apps.fastapi_app import MODEL_ROUTES, create_app
-from mlwatch.integrations.asgi import Message, MlwatchASGIMiddleware, Receive, Scope, Send
-from mlwatch.integrations.fastapi import instrument_app
 
 import mlwatch
 from mlwatch import ConfigError, Profile
+from mlwatch.integrations.asgi import Message, MlwatchASGIMiddleware, Receive, Scope, Send
+from mlwatch.integrations.fastapi import instrument_app
 from mlwatch.testing import Capture, capture
 
 REQUESTS: list[dict[str, Any]] = [

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("flask")
 from http_apps.flask_app import MODEL_ROUTES, create_app
-from mlwatch.integrations.flask import instrument_app
-from mlwatch.integrations.wsgi import MlwatchWSGIMiddleware, StartResponse, WSGIEnvironment
 
 import mlwatch
 from mlwatch import ConfigError, Profile
+from mlwatch.integrations.flask import instrument_app
+from mlwatch.integrations.wsgi import MlwatchWSGIMiddleware, StartResponse, WSGIEnvironment
 from mlwatch.testing import Capture, capture
 
 REQUESTS: list[dict[str, Any]] = [

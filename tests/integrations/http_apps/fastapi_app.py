@@ -15,9 +15,9 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from mlwatch.integrations.fastapi import instrument_app
 
 import mlwatch
+from mlwatch.integrations.fastapi import instrument_app
 
 MODEL_ROUTES = {"/predict": "fraud", "/score/{kind}": "scorer"}
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, abort, request
-from mlwatch.integrations.flask import instrument_app
 
 import mlwatch
+from mlwatch.integrations.flask import instrument_app
 
 MODEL_ROUTES = {"/predict": "fraud", "/score/<kind>": "scorer"}
 

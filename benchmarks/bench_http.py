@@ -1,0 +1,261 @@
+"""HTTP overhead: the same trivial FastAPI app under uvicorn, plain, with mlwatch, and with OpenTelemetry.
+
+What: three uvicorn servers on loopback serve one model endpoint (``POST /predict``, a small JSON
+body in, a small JSON answer out): ``plain`` (no instrumentation), ``mlwatch``
+(`mlwatch.integrations.fastapi.instrument_app` with ``/predict`` as a model route: request
+telemetry plus the model's features and outputs) and ``otel`` (the official
+``opentelemetry-instrumentation-fastapi`` with SDK tracer and meter providers whose exporters
+drop everything, so what is measured is the in-process cost). wrk (Debian's ``wrk``) drives each
+server with the same closed-loop load in interleaved rounds (plain, mlwatch, otel, plain, ...),
+so slow drifts of a shared machine hit every variant alike; each variant's figure is the median
+over rounds of wrk's median and p99 latency and its request rate. The 1-minute load average is
+recorded before and after.
+
+Why closed loop: with a fixed number of connections, latency is per-request server work plus
+queueing, so the latency ratio is the added CPU per request, which is what the middleware costs.
+
+Run: ``python benchmarks/bench_http.py`` (about a minute; ``--quick`` for a smoke run; writes
+``benchmarks/results/http.{json,md}`` unless ``--no-write``). Servers are started and stopped by
+the harness (the same file is the app module: ``uvicorn --factory benchmarks.bench_http:create_plain``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import load_average, machine_info, render_markdown, render_text, wait_for_quiet, write_results
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+__all__ = ["VARIANTS", "create_mlwatch", "create_otel", "create_plain", "main", "parse_wrk"]
+
+VARIANTS = ("plain", "mlwatch", "otel")
+BODY = {"amount": 42.5, "country": "DE", "age": 37, "device": "ios", "items": 3, "new_user": False}
+
+
+# --------------------------------------------------------------------------- the apps (run inside uvicorn)
+def _app() -> Any:
+    from fastapi import FastAPI, Request
+
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        features = await request.json()
+        score = min(1.0, float(features.get("amount", 0.0)) / 100.0)
+        return {"score": score, "label": "fraud" if score > 0.5 else "ok"}
+
+    return app
+
+
+def create_plain() -> Any:
+    """The app without instrumentation."""
+    return _app()
+
+
+def create_mlwatch() -> Any:
+    """The app with mlwatch's middleware and ``/predict`` as the model route of ``fraud``."""
+    import mlwatch
+    from mlwatch.integrations.fastapi import instrument_app
+
+    mlwatch.configure(data_dir=os.environ.get("BENCH_MLWATCH_DIR", tempfile.mkdtemp(prefix="mlwatch-bench-")))
+    app = _app()
+    instrument_app(app, model_routes={"/predict": "fraud"})
+    return app
+
+
+def create_otel() -> Any:
+    """The app with opentelemetry-instrumentation-fastapi and SDK providers that export nowhere."""
+    from collections.abc import Sequence as Seq
+
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        MetricsData,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class DropSpans(SpanExporter):
+        def export(self, spans: Seq[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class DropMetrics(MetricExporter):
+        def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(DropSpans()))
+    meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=60_000)])
+    app = _app()
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return app
+
+
+# --------------------------------------------------------------------------- the harness
+_WRK_LATENCY = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_WRK_RATE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_WRK_ERRORS = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)|Socket errors:.*", re.M)
+_UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """wrk's ``--latency`` report: p50/p75/p90/p99 in seconds and requests per second."""
+    out = {f"p{q}": float(v) * _UNIT[u] for q, v, u in _WRK_LATENCY.findall(text)}
+    rate = _WRK_RATE.search(text)
+    if rate is None or "p50" not in out or "p99" not in out:
+        raise RuntimeError(f"cannot read wrk's report:\n{text}")
+    out["rps"] = float(rate.group(1))
+    bad = _WRK_ERRORS.search(text)
+    out["errors"] = 1.0 if bad else 0.0
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(variant: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["BENCH_MLWATCH_DIR"] = str(log_dir / "mlwatch-data")
+    cmd = [
+        sys.executable, "-m", "uvicorn", f"benchmarks.bench_http:create_{variant}", "--factory", "--app-dir", str(ROOT),
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]
+    with open(log_dir / f"{variant}.log", "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{variant} server exited: {(log_dir / f'{variant}.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{variant} server did not start")
+
+
+def _wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/predict"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    return parse_wrk(done.stdout)
+
+
+def _overhead(value: float, base: float) -> float:
+    return value / base - 1.0
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark; returns (and unless ``--no-write`` writes) the results."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--seconds", type=int, default=6, help="wrk duration per round and variant (whole seconds)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed wrk run per variant first (whole seconds)")
+    ap.add_argument("--quick", action="store_true", help="1 s rounds, 1 round, no waiting, nothing written")
+    ap.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load to drop below this first")
+    ap.add_argument("--max-wait", type=float, default=120.0)
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds, args.rounds, args.warmup, args.max_wait, args.no_write = 1, 1, 1, 0.0, True
+    load_before = wait_for_quiet(args.max_load, args.max_wait, log=log) if args.max_wait > 0 else load_average()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        tmp_dir = Path(tmp)
+        script = tmp_dir / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(BODY, separators=(',', ':')))}\n"
+        )
+        servers = {v: _start(v, tmp_dir) for v in VARIANTS}
+        try:
+            for v in VARIANTS:
+                _wrk(servers[v][1], args.warmup, args.connections, script)
+            rounds: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+            for r in range(args.rounds):
+                for v in VARIANTS:
+                    got = _wrk(servers[v][1], args.seconds, args.connections, script)
+                    rounds[v].append(got)
+                    log(f"round {r + 1} {v:8s} p50 {got['p50'] * 1e3:.3f} ms  p99 {got['p99'] * 1e3:.3f} ms  {got['rps']:.0f} req/s")
+        finally:
+            for proc, _ in servers.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc, _ in servers.values():
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    load_after = load_average()[0]
+    summary: dict[str, dict[str, float]] = {}
+    for v, rs in rounds.items():
+        summary[v] = {k: statistics.median(x[k] for x in rs) for k in ("p50", "p75", "p90", "p99", "rps")}
+        summary[v]["errors"] = max(x["errors"] for x in rs)
+    base = summary["plain"]
+    over = {v: {q: _overhead(summary[v][q], base[q]) for q in ("p50", "p99")} for v in VARIANTS if v != "plain"}
+    vs_otel = {
+        q: (over["mlwatch"][q] / over["otel"][q]) if over["otel"][q] > 0 else float("nan") for q in ("p50", "p99")
+    }
+    headers = ["variant", "median", "p99", "req/s", "added to median", "added to p99"]
+    rows = []
+    for v in VARIANTS:
+        s = summary[v]
+        added = ("", "") if v == "plain" else (f"{over[v]['p50'] * 100:+.1f}%", f"{over[v]['p99'] * 100:+.1f}%")
+        rows.append([v, f"{s['p50'] * 1e3:.3f} ms", f"{s['p99'] * 1e3:.3f} ms", f"{s['rps']:.0f}", *added])
+    note = (
+        f"mlwatch overhead / OpenTelemetry overhead: median {vs_otel['p50']:.2f}x, p99 {vs_otel['p99']:.2f}x. "
+        f"uvicorn (h11, asyncio), 1 process; wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds of "
+        f"{args.seconds:g} s per variant, medians over rounds; load average {load_before:.2f} before, {load_after:.2f} after."
+    )
+    log(render_text(headers, rows))
+    log(note)
+    payload = {
+        "benchmark": "http",
+        "machine": machine_info(["mlwatch", "fastapi", "starlette", "uvicorn", "opentelemetry-sdk", "opentelemetry-instrumentation-fastapi"], ROOT),
+        "settings": {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections, "warmup": args.warmup, "body": BODY},
+        "load_average": {"before": load_before, "after": load_after},
+        "rounds": rounds,
+        "summary": summary,
+        "overhead": over,
+        "mlwatch_vs_otel_overhead": vs_otel,
+    }
+    if not args.no_write:
+        md = "### HTTP overhead (FastAPI under uvicorn, wrk)\n\n" + render_markdown(headers, rows) + "\n" + note + "\n"
+        paths = write_results(args.out_dir, "http", payload, md)
+        log(f"wrote {paths[0]} and {paths[1]}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
