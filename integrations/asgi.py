@@ -17,6 +17,11 @@ own exceptions pass through untouched (same object, same traceback).
 
 The route template is read from ``scope["route"]`` after the app returns (Starlette and FastAPI
 set it while routing); pass ``route_of=`` for other frameworks.
+
+Exit: when the ASGI lifespan shuts down, the middleware calls ``mlwatch.flush()`` before passing
+on ``lifespan.shutdown.complete``. uvicorn, once it has shut down on SIGTERM, re-raises the signal
+with its default action, which ends the process without running ``atexit`` handlers, so
+mlwatch's own exit flush never runs there; without this, a uvicorn process's last windows are lost.
 """
 
 from __future__ import annotations
@@ -127,10 +132,11 @@ class MlwatchASGIMiddleware:
         count_request = False
         model = None
         try:
-            model = telemetry.model_route(scope["path"])
+            if telemetry.has_model_routes:
+                model = telemetry.model_route(scope["path"])
             for name, value in scope["headers"]:
                 if name == b"content-length":
-                    request_size = int(value)
+                    request_size = int(value) if value.isdigit() else None
                     break
                 if name == b"transfer-encoding":
                     request_size, count_request = 0, True
@@ -199,8 +205,8 @@ class MlwatchASGIMiddleware:
                 if model is not None:
                     telemetry.record_model(
                         model, t0, duration, status,
-                        request_body.fields() if request_body is not None else None,
-                        response_body.fields() if response_body is not None else None,
+                        request_body.raw() if request_body is not None else None,
+                        response_body.raw() if response_body is not None else None,
                         error,
                     )
             except Exception as exc:

@@ -2,7 +2,7 @@
 
 What: `MlwatchWSGIMiddleware(app, model_routes={"/predict": "fraud"}, exclude_paths=["/healthz"])`
 wraps a WSGI application (Flask, Django, Falcon, a bare callable). Per request it records the
-duration until the server closes the response (the last chunk written), the method, the route
+duration until the server has taken the last chunk of the response (or closed it), the method, the route
 template, the status code, the exception type if the app raised, the request and response body
 sizes and the requests in flight (see `mlwatch.integrations._http_metrics`). On model routes it
 tees ``wsgi.input`` as the app reads it (a bounded copy; the app reads exactly the bytes it would
@@ -183,8 +183,8 @@ class _Request:
             if self.model is not None:
                 telemetry.record_model(
                     self.model, self.t0, duration, status,
-                    self.input._buffer.fields() if self.input is not None else None,
-                    self.response_body.fields() if self.response_body is not None else None,
+                    self.input._buffer.raw() if self.input is not None else None,
+                    self.response_body.raw() if self.response_body is not None else None,
                     error,
                 )
         except Exception as exc:
@@ -288,7 +288,7 @@ class MlwatchWSGIMiddleware:
         request_size: int | None = int(length) if length and length.isdigit() else 0
         if not length and environ.get("HTTP_TRANSFER_ENCODING"):
             request_size = None  # chunked: counted as the app reads it (model routes only)
-        model = telemetry.model_route(path)
+        model = telemetry.model_route(path) if telemetry.has_model_routes else None
         request = _Request(self, environ, model, request_size)
         if model is not None and "wsgi.input" in environ:
             request.input = _InputTee(environ["wsgi.input"], BodyBuffer(telemetry.max_body_bytes))

@@ -10,15 +10,24 @@ import os
 
 from mlwatch._errors import ConfigError, MlwatchError, ProfileFormatError, ProfileMergeError
 from mlwatch._wire import FORMAT_VERSION, WireLimits
+from mlwatch.alerts import Alert, AlertRule, Alerts, FreshnessRule
 from mlwatch.column import ColumnProfile
 from mlwatch.config import Exporter, Settings
 from mlwatch.drift import ColumnDrift, DriftReport, drift
+from mlwatch.fairness import FairnessReport, fairness
 from mlwatch.lifecycle import configure, flush, health, shutdown
 from mlwatch.local_export import LocalFileExporter
 from mlwatch.model_quality import ModelQuality, QualitySketch
 from mlwatch.monitoring import Observation, monitor, observe
-from mlwatch.outcomes import current_prediction_id, log_metric, log_outcome, log_ranking_outcome, quality
 from mlwatch.otlp import OtlpExporter
+from mlwatch.outcomes import (
+    current_prediction_id,
+    log_metric,
+    log_outcome,
+    log_ranking_outcome,
+    prediction_token,
+    quality,
+)
 from mlwatch.profile import Profile, merge
 from mlwatch.profiling import ProfileConfig, profile
 from mlwatch.quality_checks import Constraint, QualityIssue, QualityReport, check_quality
@@ -32,6 +41,9 @@ def load(path: str | os.PathLike[str]) -> Profile:
 
 
 __all__ = [
+    "Alert",
+    "AlertRule",
+    "Alerts",
     "ColumnDrift",
     "ColumnProfile",
     "ConfigError",
@@ -39,6 +51,8 @@ __all__ = [
     "DriftReport",
     "Exporter",
     "FORMAT_VERSION",
+    "FairnessReport",
+    "FreshnessRule",
     "LocalFileExporter",
     "MlwatchError",
     "ModelQuality",
@@ -58,6 +72,7 @@ __all__ = [
     "configure",
     "current_prediction_id",
     "drift",
+    "fairness",
     "flush",
     "health",
     "load",
@@ -67,6 +82,7 @@ __all__ = [
     "merge",
     "monitor",
     "observe",
+    "prediction_token",
     "profile",
     "quality",
     "shutdown",

@@ -17,6 +17,7 @@ __all__ = [
     "ATTR_FEATURE",
     "ATTR_FORMAT_VERSION",
     "ATTR_KEY_ID",
+    "ATTR_METRIC",
     "ATTR_MODEL",
     "ATTR_MODEL_VERSION",
     "ATTR_PAYLOAD_ID",
@@ -58,5 +59,7 @@ ATTR_PAYLOAD_ID = "mlwatch.profile.id"
 ATTR_FEATURE = "mlwatch.feature"
 ATTR_QUANTILE = "mlwatch.quantile"
 ATTR_DRIFT_METHOD = "mlwatch.drift.method"
+#: The model-quality metric of ``mlwatch.model.quality`` (accuracy, roc_auc, mae, ...).
+ATTR_METRIC = "mlwatch.metric"
 ATTR_REASON = "mlwatch.reason"
 ATTR_STAGE = "mlwatch.stage"

@@ -24,6 +24,7 @@ Histogram buckets come from the latency sketch's CDF: exact while a window has a
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ import numpy as np
 from mlwatch._convention import (
     ATTR_DRIFT_METHOD,
     ATTR_FEATURE,
+    ATTR_METRIC,
     ATTR_MODEL,
     ATTR_MODEL_VERSION,
     ATTR_QUANTILE,
@@ -46,6 +48,7 @@ from mlwatch._convention import (
 )
 from mlwatch._health import HEALTH, guard
 from mlwatch._sketches import KllSketch
+from mlwatch.model_quality import QualitySketch
 from mlwatch.profile import Profile
 
 __all__ = ["DURATION_BUCKETS", "FEATURE_QUANTILES", "SPECS", "HistogramValue", "MetricSpec", "Point", "WindowMetrics"]
@@ -86,6 +89,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("mlwatch.drift.score", "gauge", "1", "Drift statistic of a feature against the reference profile (last window)."),
     MetricSpec("mlwatch.drift.detected", "gauge", "1", "1 when a feature drifted against the reference profile in the last window."),
     MetricSpec("mlwatch.drift.share", "gauge", "1", "Share of compared features that drifted in the last window."),
+    MetricSpec("mlwatch.model.quality", "gauge", "1", "Model quality from outcomes (accuracy, roc_auc, mae, ...) since the process started, by mlwatch.metric."),
     MetricSpec("process.cpu.time", "counter", "s", "CPU time of the process, by cpu.mode."),
     MetricSpec("process.memory.usage", "updown", "By", "Resident memory of the process."),
     MetricSpec("mlwatch.dropped", "counter", "{record}", "Records mlwatch dropped, by reason."),
@@ -205,6 +209,7 @@ class WindowMetrics:
         self._last: dict[tuple[str, str | None], _Last] = {}
         self._reference_sources = dict(reference or {})
         self._references: dict[str, Profile | None] = {}
+        self._quality: dict[tuple[str, str | None], tuple[Attrs, QualitySketch]] = {}
         self._health = health
         self.start_ns = time.time_ns()
         self._cache: tuple[float, dict[str, list[Point]]] | None = None
@@ -218,6 +223,8 @@ class WindowMetrics:
             with self._lock:
                 for p in profiles:
                     self._fold_series(p, now)
+                    if p.quality is not None and not p.quality.is_empty():
+                        self._fold_quality(p)
                     key = (p.model, p.version)
                     group = latest.setdefault(key, [])
                     if group and (group[0].window_start or 0) < (p.window_start or 0):
@@ -249,6 +256,18 @@ class WindowMetrics:
             s.sum += _estimated_sum(lat)
             s.min = min(s.min, lat.min)
             s.max = max(s.max, lat.max)
+
+    def _fold_quality(self, p: Profile) -> None:
+        """Running model quality per (model, version): outcomes arrive late, so not per window."""
+        key = (p.model, p.version)
+        have = self._quality.get(key)
+        if have is None:
+            if len(self._quality) >= MAX_SERIES:
+                HEALTH.count_dropped("metrics_series_limit", 1)
+                return
+            have = self._quality[key] = (_base_attrs(p), QualitySketch())
+        assert p.quality is not None
+        have[1].merge_in(p.quality)
 
     def _window_gauges(self, group: list[Profile]) -> _Last:
         last = _Last(_base_attrs(group[0]))
@@ -315,6 +334,10 @@ class WindowMetrics:
                     out["mlwatch.drift.detected"].append(Point(attrs, int(drifted), self.start_ns))
                 if last.drift_share is not None:
                     out["mlwatch.drift.share"].append(Point(dict(last.attrs), last.drift_share, self.start_ns))
+            for q_attrs, sketch in self._quality.values():
+                for metric, value in sketch.to_dict().items():
+                    if "[" not in metric and math.isfinite(value):  # per-class entries would multiply series
+                        out["mlwatch.model.quality"].append(Point({**q_attrs, ATTR_METRIC: metric}, value, self.start_ns))
         user, system, rss = process_usage()
         out["process.cpu.time"] += [Point({"cpu.mode": "user"}, user, self.start_ns), Point({"cpu.mode": "system"}, system, self.start_ns)]
         if rss is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from collections.abc import Sequence
 
 __all__ = ["REFERENCE_COLOR", "CURRENT_COLOR", "paired_bars", "series"]
@@ -34,7 +35,7 @@ def _short(x: float) -> str:
         return f"{x / 1e6:.3g}M"
     if ax >= 1e4:
         return f"{x / 1e3:.3g}k"
-    return f"{x:.3g}"
+    return f"{x:.4g}" if ax >= 1e3 else f"{x:.3g}"
 
 
 def paired_bars(
@@ -77,9 +78,11 @@ def paired_bars(
             )
         if i in labelled:
             label = labels[i] if len(labels[i]) <= 10 else labels[i][:9] + "…"
+            x, anchor = left + (i + 0.5) * slot, "middle"
+            if i == n - 1 and n > 1:
+                x, anchor = left + (i + 1) * slot, "end"  # keep the last label inside the picture
             parts.append(
-                f'<text class="tick" x="{_num(left + (i + 0.5) * slot)}" y="{pad_top + plot_h + 13}" '
-                f'text-anchor="middle">{_esc(label)}</text>'
+                f'<text class="tick" x="{_num(x)}" y="{pad_top + plot_h + 13}" text-anchor="{anchor}">{_esc(label)}</text>'
             )
     parts.append(
         f'<rect x="{left}" y="{height - 12}" width="9" height="9" fill="{REFERENCE_COLOR}"/>'
@@ -103,10 +106,10 @@ def series(
     color: str = CURRENT_COLOR,
 ) -> str:
     """One series over windows (`xs` epoch seconds) as a line or bars, with an optional threshold line."""
-    left, bottom, pad_top = 40, 22, 14
+    left, bottom, pad_top = 48, 22, 14
     plot_w, plot_h = width - left - 8, height - bottom - pad_top
     vals = [y for y in ys if y is not None and math.isfinite(y)]
-    top = max([*vals, threshold or 0.0, 1e-12])
+    top = max([*vals, threshold or 0.0]) or 1.0
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     span = (x1 - x0) or 1.0
     n = len(xs)
@@ -131,12 +134,13 @@ def series(
             f'stroke="#d62728" stroke-dasharray="4 3"/>'
         )
     if kind == "bar":
-        w = max(plot_w / max(n, 1) * 0.7, 1.0)
-        for x, y in zip(xs, ys, strict=True):
+        slot = plot_w / max(n, 1)
+        w = max(slot * 0.7, 1.0)
+        for i, y in enumerate(ys):
             if y is None or not math.isfinite(y):
                 continue
             parts.append(
-                f'<rect class="bar" x="{_num(px(x) - w / 2 if n > 1 else px(x) - w / 2)}" y="{_num(py(y))}" '
+                f'<rect class="bar" x="{_num(left + slot * (i + 0.15))}" y="{_num(py(y))}" '
                 f'width="{_num(w)}" height="{_num(pad_top + plot_h - py(y))}" fill="{color}"><title>{_esc(fmt(y))}</title></rect>'
             )
     else:
@@ -149,8 +153,6 @@ def series(
             )
             parts.extend(f'<circle cx="{_num(a)}" cy="{_num(b)}" r="2.5" fill="{color}"/>' for a, b in pts)
     if xs:
-        import time
-
         for x, anchor in ((x0, "start"), (x1, "end")):
             parts.append(
                 f'<text class="tick" x="{_num(px(x))}" y="{height - 6}" text-anchor="{anchor}">'

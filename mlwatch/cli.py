@@ -150,7 +150,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mlwatch.demo import run_demo
 
-    return run_demo(calls=args.calls, out=args.out)
+    return run_demo(
+        calls=args.calls, out=args.out, collector=not args.no_collector, report=args.report, keep_running=args.keep_running,
+        phase_seconds=args.phase_seconds,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="run a monitored model, inject trouble halfway, and show mlwatch finding it")
     m.add_argument("--calls", type=int, default=20_000, help="monitored predictions to make")
     m.add_argument("--out", default=None, help="directory for the profile files (default: a temporary one)")
+    m.add_argument("--report", default=None, help="HTML report to write (default: report.html in the output directory)")
+    m.add_argument("--no-collector", action="store_true", help="in-process only: no collector, no dashboard")
+    m.add_argument("--phase-seconds", type=float, default=8.0, help="spread each half of the traffic over this many seconds (0: at once)")
+    m.add_argument("--keep-running", action="store_true", help="leave the collector and its dashboard up until Ctrl-C")
     m.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("show", help="summarise a profile")

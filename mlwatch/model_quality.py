@@ -87,7 +87,7 @@ class ClassificationState:
         self.pos_scores: dict[str, KllSketch] = {}  # class -> scores for that class where label == class
         self.neg_scores: dict[str, KllSketch] = {}  # class -> scores for that class where label != class
 
-    def add(self, labels: Sequence[str], predicted: Sequence[str], scores: Mapping[str, Sequence[float]] | None = None) -> None:
+    def add(self, labels: Sequence[str], predicted: Sequence[str], scores: Mapping[str, npt.ArrayLike] | None = None) -> None:
         """Add pairs (already as class keys); `scores[c][i]` is row i's score for class c."""
         conf = self.confusion
         for pair in zip(labels, predicted, strict=True):
@@ -396,7 +396,7 @@ class QualitySketch:
         self.metrics: dict[str, MetricState] = {}
 
     # ------------------------------------------------------------------ updates
-    def add_classification(self, labels: Iterable[Any], predicted: Iterable[Any], scores: Mapping[Any, Sequence[float]] | None = None) -> None:
+    def add_classification(self, labels: Iterable[Any], predicted: Iterable[Any], scores: Mapping[Any, npt.ArrayLike] | None = None) -> None:
         """Labels and predicted classes (any hashable; normalised by `class_key`), optional scores per class."""
         if self.classification is None:
             self.classification = ClassificationState(self.k)

@@ -223,7 +223,24 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
         def record(t0: int, duration: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None, result: Any, exc: BaseException | None) -> None:
             inner_record(t0, duration, args, kwargs, result, exc)
             if exc is None:
-                set_last([rec, args, kwargs, result, None])  # the id is minted lazily, if ever asked for
+                set_last((rec, args, kwargs, result))  # the id is minted lazily, if ever asked for
+
+        if not (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn)):
+
+            @functools.wraps(fn)
+            def ids_wrapper(*args: Any, **kwargs: Any) -> Any:  # the common case without the extra call layer
+                t0 = perf_counter_ns()
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    inner_record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
+                    raise
+                inner_record(t0, perf_counter_ns() - t0, args, kwargs, result, None)
+                set_last((rec, args, kwargs, result))
+                return result
+
+            ids_wrapper.__mlwatch_recorder__ = rec  # type: ignore[attr-defined]
+            return ids_wrapper
 
     if inspect.isasyncgenfunction(fn):
 
@@ -288,10 +305,11 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
 class Observation:
     """`with mlwatch.observe(model=...) as obs:` for code that is not one function."""
 
-    __slots__ = ("_inputs", "_outputs", "_recorder", "_t0")
+    __slots__ = ("_ids", "_inputs", "_outputs", "_recorder", "_t0")
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, prediction_ids: bool = False) -> None:
         self._recorder = recorder
+        self._ids = prediction_ids
         self._inputs: Any = None
         self._outputs: Any = None
         self._t0 = 0
@@ -315,6 +333,10 @@ class Observation:
         duration = perf_counter_ns() - self._t0
         args = () if self._inputs is None else (self._inputs,)
         self._recorder.record(self._t0, duration, args, None, self._outputs, exc)
+        if self._ids and exc is None:
+            from mlwatch.outcomes import LAST_CALL
+
+            LAST_CALL.set((self._recorder, args, None, self._outputs))
 
 
 _OBSERVE_RECORDERS: dict[tuple[Any, ...], Recorder] = {}
@@ -327,12 +349,14 @@ def observe(
     segment_by: Iterable[str] | str | None = None,
     sample_rate: float = 1.0,
     window_seconds: float | None = None,
+    prediction_ids: bool = False,
     **profile_options: Any,
 ) -> Observation:
     """A context manager recording one prediction made by any code: latency, error, inputs, outputs.
 
-    The options are those of `monitor`; the same options share one buffer, so creating an
-    observation costs a dictionary lookup after the first.
+    The options are those of `monitor` (``prediction_ids=True``: `mlwatch.current_prediction_id()`
+    works after the block); the same options share one buffer, so creating an observation costs
+    a dictionary lookup after the first.
     """
     key = (model, version, tuple(segment_by) if isinstance(segment_by, (list, tuple)) else segment_by,
            sample_rate, window_seconds, tuple(sorted((k, _freeze(v)) for k, v in profile_options.items())))
@@ -344,7 +368,7 @@ def observe(
             sample_rate=opts[3], window_seconds=opts[4], config=opts[5], feature_names=opts[6],
         )
         _OBSERVE_RECORDERS[key] = rec
-    return Observation(rec)
+    return Observation(rec, prediction_ids is True)
 
 
 def _freeze(value: Any) -> Any:

@@ -71,7 +71,8 @@ def log_attributes(p: Profile, key_id: str | None = None, payload_id: str | None
         attrs[conv.ATTR_WINDOW_START] = float(p.window_start)
     if p.window_end is not None:
         attrs[conv.ATTR_WINDOW_END] = float(p.window_end)
-    attrs[conv.ATTR_FORMAT_VERSION] = FORMAT_VERSION
+    # The body's own version: 2 only when it carries model quality (see mlwatch._wire).
+    attrs[conv.ATTR_FORMAT_VERSION] = FORMAT_VERSION if p.quality is not None and not p.quality.is_empty() else 1
     attrs[conv.ATTR_CALLS] = p.calls
     if key_id is not None:
         attrs[conv.ATTR_KEY_ID] = key_id

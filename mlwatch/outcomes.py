@@ -27,12 +27,20 @@ Design (why it costs nothing on the hot path):
   quality-only `Profile` for the *prediction's* window and segment. The aggregator exports those
   with the window profiles (same identity, so exporters and the collector merge them); late
   labels for an old window go out with the next window that closes.
+- Labels that arrive in another process (or after a restart) use `prediction_token()`: a short
+  URL-safe string carrying the prediction, model, version, segment and window (not the inputs).
+  Keep it with the request (a response header, a queue message); `log_outcome(token=...)` in any
+  process folds the label into the prediction's own window and segment, and the collector merges
+  that window's quality parts from every process.
 - Nothing here raises into the caller: a wrong argument is counted (``internal_errors["outcome"]``)
   and the call returns False.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import math
 import os
 import threading
@@ -57,12 +65,15 @@ __all__ = [
     "log_metric",
     "log_outcome",
     "log_ranking_outcome",
+    "prediction_token",
     "quality",
 ]
 
 #: The last call of a function monitored with ``prediction_ids=True`` in this context:
-#: [recorder, args, kwargs, result, minted id or None]. Set on the hot path; read lazily.
-LAST_CALL: ContextVar[list[Any] | None] = ContextVar("mlwatch_last_call", default=None)
+#: (recorder, args, kwargs, result). Set on the hot path (a tuple: the cheapest thing to build).
+LAST_CALL: ContextVar[tuple[Any, ...] | None] = ContextVar("mlwatch_last_call", default=None)
+#: (that call's tuple, its id) once `current_prediction_id()` minted one, so asking twice gives one id.
+_MINTED: ContextVar[tuple[Any, str] | None] = ContextVar("mlwatch_minted", default=None)
 
 # (expires at monotonic, model, version, segment, window start, prediction)
 _Entry = tuple[float, str, str | None, dict[str, str], float, Any]
@@ -115,12 +126,21 @@ class PredictionStore:
             HEALTH.count_dropped("prediction_expired", expired)
 
     def pop(self, pid: str) -> _Entry | None:
+        """The entry of `pid`, removed; None (counted as unknown or expired) if it is not there."""
         with self._lock:
             entry = self._items.pop(pid, None)
-        if entry is not None and entry[0] <= time.monotonic():
+        if entry is None:
+            HEALTH.count_dropped("outcome_unknown_id")
+        elif entry[0] <= time.monotonic():
             HEALTH.count_dropped("outcome_expired")
             return None
         return entry
+
+    def peek(self, pid: str) -> _Entry | None:
+        """The entry of `pid` if it is there and not expired, left in place."""
+        with self._lock:
+            entry = self._items.get(pid)
+        return entry if entry is not None and entry[0] > time.monotonic() else None
 
     def clear(self) -> None:
         with self._lock:
@@ -176,8 +196,9 @@ class OutcomeBook:
         if have is None:
             prof = Profile(model, version=version, segment=segment, window_start=window, window_end=window + width)
             prof.quality = QualitySketch()
-            now_end = _window_of(time.time())[1]
-            have = self.pending[pkey] = (prof, max(window + width, now_end))
+            # Exported when the current window closes: with its own window's profile, or, for a late
+            # label of an older window (or a timestamp in the future), with the next export.
+            have = self.pending[pkey] = (prof, _window_of(time.time())[1])
         assert have[0].quality is not None
         return [total, have[0].quality]
 
@@ -204,11 +225,29 @@ RUNTIME.add_source(BOOK.due_profiles)
 
 
 # ---------------------------------------------------------------------------- prediction ids
-def remember(call: list[Any]) -> str:
+class _Ids:
+    """Prediction ids: a random per-process prefix and a counter (a fork gets a new prefix)."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_IDS = _Ids()
+
+
+def remember(call: tuple[Any, ...]) -> str:
     """Mint the id of a captured call and store its prediction (called lazily, once per call)."""
     rec: Recorder = call[0]
-    pid = uuid.uuid4().hex
-    call[4] = pid
+    pid = _IDS.next()
+    _MINTED.set((call, pid))
     segment: dict[str, str] = {}
     if rec.segment_by:
         args, kwargs = call[1], call[2]
@@ -231,11 +270,51 @@ def current_prediction_id() -> str | None:
         call = LAST_CALL.get()
         if call is None:
             return None
-        pid: str | None = call[4]
-        return pid if pid is not None else remember(call)
+        minted = _MINTED.get()
+        return minted[1] if minted is not None and minted[0] is call else remember(call)
     except Exception as exc:
         HEALTH.count_error("outcome", exc)
         return None
+
+
+#: Longest token `log_outcome` accepts (it is untrusted input).
+MAX_TOKEN = 4096
+
+
+def prediction_token(prediction_id: str | None = None) -> str | None:
+    """A self-contained token for the current prediction (or a stored `prediction_id`), to log its
+    outcome from another process: ``log_outcome(model=..., token=t, label=...)``. None if unknown
+    or the prediction is not plain JSON data (numbers, strings, lists, dicts)."""
+    try:
+        if prediction_id is None:
+            prediction_id = current_prediction_id()
+            if prediction_id is None:
+                return None
+        entry = BOOK.store.peek(prediction_id)
+        if entry is None:
+            return None
+        _, model, version, segment, window, prediction = entry
+        if isinstance(prediction, np.generic):
+            prediction = prediction.item()
+        doc = {"m": model, "v": version, "s": segment, "w": window, "p": prediction}
+        raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return token if len(token) <= MAX_TOKEN else None
+    except Exception as exc:
+        HEALTH.count_error("outcome", exc)
+        return None
+
+
+def _read_token(token: str) -> tuple[str, str | None, dict[str, str], float, Any]:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN:
+        raise ValueError(f"a prediction token is a string of at most {MAX_TOKEN} characters")
+    doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    model, version, segment, window = doc.get("m"), doc.get("v"), doc.get("s"), doc.get("w")
+    if (not isinstance(model, str) or not (version is None or isinstance(version, str))
+            or not isinstance(segment, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in segment.items())
+            or type(window) not in (int, float) or not math.isfinite(window)):
+        raise ValueError("malformed prediction token")
+    return model, version, segment, float(window), doc.get("p")
 
 
 # ---------------------------------------------------------------------------- folding outcomes
@@ -277,6 +356,8 @@ def _fold(q: QualitySketch, task: str, prediction: Any, label: Any, score: Any, 
     if score is None and _is_num(prediction) and not float(prediction).is_integer() and class_key(label) in ("0", "1"):
         score, prediction = prediction, None  # prediction=0.93, label=1: a binary score
     if score is None:
+        if prediction is None:
+            raise TypeError("cannot tell the predicted class: give prediction= or score=")
         q.add_classification([label], [prediction])
     elif isinstance(score, Mapping):
         scores = {c: [float(v)] for c, v in score.items()}
@@ -296,12 +377,17 @@ def _fold(q: QualitySketch, task: str, prediction: Any, label: Any, score: Any, 
 
 
 def _resolve(model: str, prediction_id: str | None, prediction: Any, segment: Mapping[str, Any] | None,
-             version: str | None, timestamp: float | None) -> tuple[Any, str | None, dict[str, str], float] | None:
+             version: str | None, timestamp: float | None, token: str | None = None) -> tuple[Any, str | None, dict[str, str], float] | None:
+    if token is not None:
+        t_model, t_version, t_segment, t_window, t_pred = _read_token(token)
+        if t_model != model:
+            HEALTH.count_dropped("outcome_wrong_model")
+            return None
+        return (t_pred if prediction is None else prediction), t_version, {**t_segment, **_clean_segment(segment)}, t_window
     if prediction_id is not None:
         entry = BOOK.store.pop(prediction_id)
         if entry is None:
             if prediction is None:
-                HEALTH.count_dropped("outcome_unknown_id")
                 return None
         else:
             _, stored_model, stored_version, stored_segment, window, stored_pred = entry
@@ -328,6 +414,7 @@ def log_outcome(
     task: str | None = None,
     threshold: float = 0.5,
     timestamp: float | None = None,
+    token: str | None = None,
 ) -> bool:
     """Record the true `label` of one prediction; returns whether it was counted. Never raises.
 
@@ -337,6 +424,8 @@ def log_outcome(
     class probabilities, or ``{class: probability}``) for ROC AUC. `task` ("classification" or
     "regression") overrides the inference; the model's first outcome fixes it otherwise.
     `timestamp` (epoch seconds) places a direct outcome in the window of its prediction.
+    `token` (from `prediction_token()`, possibly in another process) carries the prediction,
+    version, segment and window instead of an id.
     """
     try:
         if task not in (None, "classification", "regression"):
@@ -344,7 +433,7 @@ def log_outcome(
         if label is None or (isinstance(label, float) and math.isnan(label)):
             HEALTH.count_dropped("outcome_missing_label")
             return False
-        found = _resolve(model, prediction_id, prediction, segment, version, timestamp)
+        found = _resolve(model, prediction_id, prediction, segment, version, timestamp, token)
         if found is None:
             return False
         pred, ver, seg, window = found

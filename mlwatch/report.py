@@ -16,10 +16,11 @@ The module is imported lazily by the CLI; `import mlwatch` does not load it.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,11 @@ BINS = 20
 MAX_CATEGORIES = 12
 #: Windows drawn in the series (the latest ones).
 MAX_WINDOWS = 500
+#: A segment's metric this far below the overall one is highlighted.
+QUALITY_GAP = 0.1
+_HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "tpr", "ndcg", "precision_at_k"})
+#: Shown for a value that does not exist (an en dash).
+DASH = "\u2013"
 
 
 def _esc(text: object) -> str:
@@ -163,7 +169,7 @@ def _numeric_bins(ref: SketchDistribution, cur: SketchDistribution | None) -> tu
 
     r_lo, r_in, r_hi = shares(ref)
     c_lo, c_in, c_hi = shares(cur)
-    labels = [_svg._short((a + b) / 2) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    labels = [_svg._short((a + b) / 2) for a, b in itertools.pairwise(edges)]
     ref_v, cur_v, flag = list(r_in), list(c_in), [False] * BINS
     if max(r_lo, c_lo) > 5e-4:
         labels, ref_v, cur_v, flag = [f"<{_svg._short(lo)}", *labels], [r_lo, *ref_v], [c_lo, *cur_v], [True, *flag]
@@ -213,12 +219,14 @@ def _feature_plot(name: str, ref: ColumnProfile | None, cur: ColumnProfile | Non
 # ============================================================================ rendering
 def _fmt(x: float | None, spec: str = ".3g") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
+        return DASH
     return format(x, spec)
 
 
 def _ms(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds * 1e3:.3g} ms"
+    if seconds is None:
+        return DASH
+    return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
 
 
 def _latency(p: Profile) -> dict[str, float] | None:
@@ -251,21 +259,21 @@ def _sort_key(c: ColumnDrift) -> tuple[int, float, str]:
 def _row(idx: int, c: ColumnDrift, issues: list[str], ref: ColumnProfile | None, cur: ColumnProfile | None) -> str:
     score = c.value if c.value is not None and math.isfinite(c.value) else -1.0
     verdict = "drifted" if c.drifted else ("ok" if c.status == "ok" else c.status.replace("_", " "))
-    miss_r = f"{ref.missing_share:.1%}" if ref is not None else "–"
-    miss_c = f"{cur.missing_share:.1%}" if cur is not None else "–"
+    miss_r = f"{ref.missing_share:.1%}" if ref is not None else DASH
+    miss_c = f"{cur.missing_share:.1%}" if cur is not None else DASH
     return (
         f'<tr class="feature-row{" drifted" if c.drifted else ""}" data-feature="{_esc(c.column)}" '
         f'data-drifted="{"true" if c.drifted else "false"}">'
         f'<td data-sort="{_esc(c.column)}"><a href="#f{idx}">{_esc(c.column)}</a></td>'
         f'<td data-sort="{c.role}">{c.role}</td><td data-sort="{_esc(c.kind)}">{_esc(c.kind)}</td>'
-        f'<td data-sort="{_esc(c.method or "")}">{_esc(c.method or "–")}</td>'
+        f'<td data-sort="{_esc(c.method or "")}">{_esc(c.method or DASH)}</td>'
         f'<td class="num" data-sort="{score!r}">{_fmt(c.value)}</td>'
         f'<td class="num" data-sort="{c.threshold if c.threshold is not None else -1!r}">{_fmt(c.threshold)}'
         f'{" (p)" if c.threshold_on == "p_value" else ""}</td>'
         f'<td class="num" data-sort="{c.p_value if c.p_value is not None else -1!r}">{_fmt(c.p_value)}</td>'
         f'<td data-sort="{0 if c.drifted else 1}"><span class="badge {"bad" if c.drifted else "good"}">{_esc(verdict)}</span></td>'
         f'<td data-sort="{miss_c}">{miss_r} → {miss_c}</td>'
-        f'<td data-sort="{len(issues)}">{_esc(", ".join(issues)) or "–"}</td></tr>'
+        f'<td data-sort="{len(issues)}">{_esc(", ".join(issues)) or DASH}</td></tr>'
     )
 
 
@@ -283,7 +291,7 @@ def _card(idx: int, c: ColumnDrift, issues: list[str], ref: ColumnProfile | None
     )
 
 
-def _cards_summary(report: DriftReport, quality: QualityReport, cur: Profile) -> str:
+def _cards_summary(report: DriftReport, quality: QualityReport, cur: Profile, mq: Mapping[str, float]) -> str:
     lat = _latency(cur)
     err_rate = cur.error_count / cur.calls if cur.calls else 0.0
     items = [
@@ -294,8 +302,11 @@ def _cards_summary(report: DriftReport, quality: QualityReport, cur: Profile) ->
         ("Data-quality problems", str(len(quality.issues)), "bad" if quality.issues else "good",
          f"in {len(quality.columns_with_issues)} column(s)", "n-quality"),
         ("Calls", f"{cur.calls:,}" if cur.calls else f"{cur.rows:,} rows", "", f"errors {cur.error_count:,} ({err_rate:.2%})", "calls"),
-        ("Latency p50 / p99", f"{_ms(lat['p50'])} / {_ms(lat['p99'])}" if lat else "–", "", "current, per call", "latency"),
+        ("Latency p50 / p99", f"{_ms(lat['p50'])} / {_ms(lat['p99'])}" if lat else DASH, "", "current, per call", "latency"),
     ]
+    key = next((k for k in ("accuracy", "f1", "rmse", "mae", "ndcg") if mq.get(k) is not None), None)
+    if key is not None:
+        items.append((f"Model {key}", _fmt(mq[key]), "", f"{mq.get('n_labeled', 0):,.0f} labeled outcomes", "model-quality"))
     return "".join(
         f'<div class="stat {cls}" id="stat-{sid}"><div class="label">{_esc(label)}</div>'
         f'<div class="value">{_esc(value)}</div><div class="small">{_esc(sub)}</div></div>'
@@ -324,7 +335,7 @@ def _ops_panel(ref: Profile, cur: Profile) -> str:
         rows.append(
             f"<tr><td>{label}</td><td class=num>{p.calls:,}</td><td class=num>{p.error_count:,}</td>"
             f"<td class=num>{(p.error_count / p.calls if p.calls else 0.0):.2%}</td>"
-            + "".join(f"<td class=num>{_ms(lat[k]) if lat else '–'}</td>" for k in ("p50", "p90", "p99", "max"))
+            + "".join(f"<td class=num>{_ms(lat[k]) if lat else DASH}</td>" for k in ("p50", "p90", "p99", "max"))
             + f"<td class=num>{p.dropped:,}</td></tr>"
         )
     errors = "".join(
@@ -343,10 +354,51 @@ def _ops_panel(ref: Profile, cur: Profile) -> str:
     )
 
 
+def _model_quality(windows: Sequence[Profile]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Overall and per-segment metrics from the outcomes in the profiles ({} when there are none)."""
+    try:
+        from mlwatch.outcomes import quality
+    except ImportError:  # model quality is optional: the report works without it
+        return {}, {}
+    mq = quality(list(windows))
+    overall = mq.to_dict()
+    if not overall.get("n_labeled"):
+        return {}, {}
+    return overall, mq.segments()
+
+
+def _model_quality_panel(overall: Mapping[str, float], segments: Mapping[str, Mapping[str, float]]) -> str:
+    if not overall:
+        return ""
+    columns = [("all", overall), *[(k or "(no segment)", v) for k, v in list(segments.items())[:MAX_CATEGORIES] if k]]
+    names = [n for n in overall if "[" not in n]  # per-class rows are in the API; the page keeps the summary
+
+    def cell(name: str, metrics: Mapping[str, float]) -> str:
+        value = metrics.get(name)
+        if value is None:
+            return f'<td class="num">{DASH}</td>'
+        if name.startswith(("n_", "support")):
+            return f'<td class="num">{value:,.0f}</td>'
+        worse = name in _HIGHER_IS_BETTER and value < overall.get(name, value) - QUALITY_GAP
+        return f'<td class="num{" worse" if worse else ""}">{_fmt(value)}</td>'
+
+    head = "".join(f"<th>{_esc(c)}</th>" for c, _ in columns)
+    body = "".join(
+        f'<tr class="model-quality-row"><td>{_esc(n)}</td>' + "".join(cell(n, m) for _, m in columns) + "</tr>" for n in names
+    )
+    return (
+        "<h2>Model quality <small>from the outcomes (labels) logged for these windows, overall and per segment; "
+        f"red: a segment more than {QUALITY_GAP:g} below the whole</small></h2>"
+        f'<table class="model-quality" id="model-quality"><thead><tr><th>metric</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
 def _series_panel(points: Sequence[WindowPoint], drift_share: float) -> str:
     if len(points) < 2:
         return ""
     xs = [p.start for p in points]
+    p99s = [p.latency_p99 for p in points if p.latency_p99 is not None]
+    unit, scale = ("ms", 1e3) if not p99s or max(p99s) >= 1e-3 else ("µs", 1e6)
     charts = [
         ("Share of drifted features", _svg.series(xs, [p.drift_share for p in points], title="share of drifted features",
                                                   threshold=drift_share, percent=True)),
@@ -354,8 +406,8 @@ def _series_panel(points: Sequence[WindowPoint], drift_share: float) -> str:
                                           kind="bar", color=_svg.REFERENCE_COLOR)),
         ("Data-quality problems per window", _svg.series(xs, [float(p.quality_issues) for p in points],
                                                           title="data-quality problems", kind="bar", color="#d62728")),
-        ("Latency p99 per window (ms)", _svg.series(xs, [None if p.latency_p99 is None else p.latency_p99 * 1e3 for p in points],
-                                                     title="latency p99 (ms)")),
+        (f"Latency p99 per window ({unit})", _svg.series(xs, [None if p.latency_p99 is None else p.latency_p99 * scale for p in points],
+                                                          title=f"latency p99 ({unit})")),
         ("Errors per window", _svg.series(xs, [float(p.errors) for p in points], title="errors per window", kind="bar",
                                           color="#d62728")),
     ]
@@ -373,10 +425,10 @@ h3{font-size:14px;margin:0 0 6px}.stats{display:grid;grid-template-columns:repea
 .small{font-size:12px;color:#556}.muted{color:#889;font-size:12px;margin:2px 0}.good-text{color:#2ca02c}
 table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;overflow:hidden}th,td{padding:6px 9px;text-align:left;border-bottom:1px solid #eceef2;font-size:13px}
 th{background:#eef0f4;font-weight:600;white-space:nowrap}table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{background:#e2e6ee}
-th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums}tr.drifted td:first-child{border-left:4px solid #d62728}
+th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}td.num{text-align:right;font-variant-numeric:tabular-nums}td.worse{color:#b3191b;font-weight:600;background:#fde2e2}tr.drifted td:first-child{border-left:4px solid #d62728}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}.badge.bad{background:#fde2e2;color:#b3191b}.badge.good{background:#e0f3e0;color:#1f7a1f}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:12px}.card{background:#fff;border-radius:8px;padding:12px 14px}
-.card.drifted{box-shadow:inset 0 3px 0 #d62728}svg.chart{max-width:100%;height:auto;display:block}svg .tick{font-size:10px;fill:#667}
+.card.drifted{box-shadow:inset 0 3px 0 #d62728}svg.chart{width:100%;max-width:640px;height:auto;display:block}svg .tick{font-size:10px;fill:#667}
 a{color:#2456a6;text-decoration:none}ul.drifted-list{margin:6px 0 0;padding-left:20px}footer{color:#889;font-size:12px;margin-top:30px}
 """
 
@@ -414,21 +466,28 @@ def build_report(
     title: str | None = None,
     drift_share: float = 0.5,
     method: str = "auto",
+    history: Sequence[Profile] | None = None,
 ) -> str:
-    """The report as one HTML string (self-contained: no network needed to open it)."""
+    """The report as one HTML string (self-contained: no network needed to open it).
+
+    The series over windows show `history` when given (e.g. healthy and troubled windows alike),
+    else the current windows.
+    """
     windows = [current] if isinstance(current, Profile) else list(current)
     if not windows:
         raise MlwatchError("the report needs at least one current profile")
     cur = merge(windows)
     report = drift(reference, cur, drift_share=drift_share, method=method)
     quality = check_quality(reference, cur)
-    points = window_series(reference, windows, drift_share=drift_share, method=method) if len(windows) > 1 else []
+    timeline = list(history) if history is not None else windows
+    points = window_series(reference, timeline, drift_share=drift_share, method=method) if len(timeline) > 1 else []
     rows, cards = _feature_rows(report, quality, reference, cur)
+    mq_overall, mq_segments = _model_quality(windows)
     heading = title or f"mlwatch report: {cur.model}"
     span = ""
     if cur.window_start is not None and cur.window_end is not None:
         span = (
-            f"current {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(cur.window_start))} – "
+            f"current {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(cur.window_start))} {DASH} "
             f"{time.strftime('%H:%M:%S', time.gmtime(cur.window_end))} UTC · "
         )
     drifted = "".join(f'<li class="drifted-feature">{_esc(name)}</li>' for name in report.drifted_columns)
@@ -444,13 +503,14 @@ def build_report(
 <p>model {_esc(cur.model)}{version} · {span}{len(windows)} profile(s) against a reference of {reference.rows:,} rows ·
 generated {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC</p></header>
 <main>
-<div class="stats">{_cards_summary(report, quality, cur)}</div>
+<div class="stats">{_cards_summary(report, quality, cur, mq_overall)}</div>
 <h2>Drifted features</h2>
 {f'<ul class="drifted-list" id="drifted-features">{drifted}</ul>' if drifted else '<p class="good-text" id="drifted-features">None.</p>'}
 <h2>Features <small>click a header to sort; drift score is the chosen method's statistic</small></h2>
 <table class="sortable features" id="features"><thead><tr>{head_cells}</tr></thead><tbody>{rows}</tbody></table>
 <h2>Data quality</h2>
 {_quality_table(quality)}
+{_model_quality_panel(mq_overall, mq_segments)}
 <h2>Latency and errors</h2>
 {_ops_panel(reference, cur)}
 {_series_panel(points, drift_share)}

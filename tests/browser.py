@@ -4,11 +4,12 @@ Why the command line and not Selenium or CDP: ``--dump-dom`` gives the DOM after
 scripts (``--virtual-time-budget`` waits for timers and fetches), ``--enable-logging=stderr``
 prints every console message and uncaught exception as a ``CONSOLE`` line, and ``--screenshot``
 renders a PNG; no driver or websocket client to install. Tests skip when chromium is absent
-(``.ci/run`` installs Debian's package).
+(``.ci/run`` installs Debian's package). Set ``MLWATCH_SCREENSHOTS=<dir>`` to keep the screenshots.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,4 +58,8 @@ def render(url: str, *, screenshot: Path | None = None, size: str = "1400,1000",
         _, shot_log = _run(url, [f"--screenshot={screenshot}", f"--window-size={size}"], budget_ms)
         console += [m.group(1) for m in map(_CONSOLE.search, shot_log.splitlines()) if m]
         assert screenshot.exists(), shot_log[-2000:]
+        keep = os.environ.get("MLWATCH_SCREENSHOTS")
+        if keep:  # e.g. MLWATCH_SCREENSHOTS=/tmp/shots pytest ... to look at what the browser drew
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, Path(keep) / screenshot.name)
     return Page(dom, console)

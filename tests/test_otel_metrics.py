@@ -174,3 +174,17 @@ def test_observe_never_raises() -> None:
     wm.observe([object()])  # type: ignore[list-item]
     assert "mlwatch.prediction.calls" in wm.collect()
     assert d.errors() == {"metrics_reference": 1, "metrics_observe": 1}
+
+
+def test_model_quality_gauge() -> None:
+    """Quality parts of window profiles become mlwatch.model.quality points by metric name."""
+    from mlwatch.model_quality import QualitySketch
+
+    wm = WindowMetrics(health=dict)
+    for labels, preds in (([1, 0], [1, 0]), ([1, 1], [0, 1])):
+        p = Profile("qm", version="1", window_start=0.0, window_end=60.0)
+        p.quality = QualitySketch()
+        p.quality.add_classification(labels, preds)
+        wm.observe([p])
+    points = {pt.attributes["mlwatch.metric"]: pt.value for pt in wm.collect()["mlwatch.model.quality"]}
+    assert points["accuracy"] == 0.75 and points["n_labeled"] == 4 and "precision[1]" not in points

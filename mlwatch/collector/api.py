@@ -224,6 +224,19 @@ async def profile(request: Request) -> Response:
     return JSONResponse({"start": start, "end": end, "parts": len(parts), "profile": summary})
 
 
+async def model_quality(request: Request) -> Response:
+    """Model quality from outcomes over a range: overall, per segment and per version."""
+    state = _state(request)
+    model = request.path_params["model"]
+    filters = _filters(request)
+    start, end = await _range(request, state, model, filters)
+    parts = await state.reader.parts(model, start, end, filters)
+    if not parts:
+        raise HttpError(404, "not_found", f"no profiles of model {model!r} in [{start:g}, {end:g})")
+    result = await _work(state, "model_quality", [p.payload for p in parts])
+    return JSONResponse({"model": model, "start": start, "end": end, "parts": len(parts), **result})
+
+
 async def _reference(request: Request, state: CollectorState, model: str, start: float, filters: Filters) -> tuple[list[bytes], dict[str, Any]]:
     mode = request.query_params.get("reference", "auto")
     n = _int(request, "reference_windows", state.config.moving_reference_windows, 1, 100_000)

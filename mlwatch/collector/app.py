@@ -140,6 +140,7 @@ ROUTES = [
     Route("/api/models/{model}/drift/windows", api.drift_windows, methods=["GET"]),
     Route("/api/models/{model}/quality", api.quality, methods=["GET"]),
     Route("/api/models/{model}/quality/windows", api.quality_windows, methods=["GET"]),
+    Route("/api/models/{model}/model-quality", api.model_quality, methods=["GET"]),
     Route("/api/models/{model}/reference", api.get_reference, methods=["GET"]),
     Route("/api/models/{model}/reference", api.put_reference, methods=["PUT"]),
     Route("/api/models/{model}/reference", api.delete_reference, methods=["DELETE"]),

@@ -34,7 +34,7 @@ main{max-width:1320px;margin:0 auto;padding:14px 28px 40px}h2{font-size:16px;mar
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}.card{background:#fff;border-radius:8px;padding:10px 14px}
 .card h3{font-size:14px;margin:0 0 6px}svg.chart{width:100%;height:auto;display:block}svg .tick{font-size:10px;fill:#667}
 table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;overflow:hidden}th,td{padding:5px 9px;text-align:left;border-bottom:1px solid #eceef2;font-size:13px}
-th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}tr.drifted td:first-child{border-left:4px solid #d62728}
+th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}td.worse{color:#b3191b;font-weight:600;background:#fde2e2}tr.drifted td:first-child{border-left:4px solid #d62728}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}.bad .badge,.badge.bad{background:#fde2e2;color:#b3191b}.badge.good{background:#e0f3e0;color:#1f7a1f}
 #status{font-size:12px;color:#c8d0dc}#message{color:#b3191b;margin:8px 0}.muted{color:#889;font-size:12px}
 </style></head>
@@ -49,10 +49,10 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 <main>
 <div id="message"></div>
 <div class="stats">
-<div class="stat" id="stat-drift"><div class="label">Drifted features</div><div class="value">–</div><div class="muted"></div></div>
-<div class="stat" id="stat-quality"><div class="label">Data-quality problems</div><div class="value">–</div><div class="muted"></div></div>
-<div class="stat" id="stat-calls"><div class="label">Calls</div><div class="value">–</div><div class="muted"></div></div>
-<div class="stat" id="stat-latency"><div class="label">Latency p50 / p99</div><div class="value">–</div><div class="muted"></div></div>
+<div class="stat" id="stat-drift"><div class="label">Drifted features</div><div class="value">&ndash;</div><div class="muted"></div></div>
+<div class="stat" id="stat-quality"><div class="label">Data-quality problems</div><div class="value">&ndash;</div><div class="muted"></div></div>
+<div class="stat" id="stat-calls"><div class="label">Calls</div><div class="value">&ndash;</div><div class="muted"></div></div>
+<div class="stat" id="stat-latency"><div class="label">Latency p50 / p99</div><div class="value">&ndash;</div><div class="muted"></div></div>
 </div>
 <h2>Over time <small id="range-note"></small></h2>
 <div class="grid">
@@ -63,6 +63,8 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 </div>
 <h2>Features <small>the whole range against the reference</small></h2>
 <table id="features"><thead><tr><th>feature</th><th>role</th><th>kind</th><th>method</th><th>drift score</th><th>verdict</th></tr></thead><tbody></tbody></table>
+<section id="model-quality-section" hidden><h2>Model quality <small>from the outcomes (labels) in the range, overall and per segment</small></h2>
+<table id="model-quality"><thead><tr></tr></thead><tbody></tbody></table></section>
 <h2>Data-quality problems <small>the whole range</small></h2>
 <table id="quality"><thead><tr><th>column</th><th>check</th><th>value</th><th>message</th></tr></thead><tbody></tbody></table>
 </main>
@@ -71,6 +73,7 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   var timer = null, token = sessionStorage.getItem("mlwatch-token") || "";
+  var DASH = "\\u2013", MAX_SERIES = 240;  // the collector's default max_windows_per_query
   function $(id){ return document.getElementById(id); }
   function api(path){
     var headers = token ? {"Authorization": "Bearer " + token} : {};
@@ -93,13 +96,13 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
     if (text !== undefined) e.textContent = text;
     return e;
   }
-  function fmt(x){ return (x === null || x === undefined) ? "–" : (Math.abs(x) >= 1e4 ? x.toExponential(2) : Number(x.toPrecision(3)).toString()); }
-  function ms(s){ return (s === null || s === undefined) ? "–" : fmt(s * 1000) + " ms"; }
+  function fmt(x){ return (x === null || x === undefined) ? DASH : (Math.abs(x) >= 1e4 ? x.toExponential(2) : Number(x.toPrecision(3)).toString()); }
+  function ms(s){ return (s === null || s === undefined) ? DASH : s >= 1e-3 ? fmt(s * 1000) + " ms" : fmt(s * 1e6) + " \\u00b5s"; }
   function hhmm(t){ return new Date(t * 1000).toISOString().substr(11, 8); }
   function chart(svg, xs, ys, opts){
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     var W = 420, H = 150, L = 40, T = 12, B = 22, pw = W - L - 8, ph = H - T - B;
-    var top = Math.max.apply(null, ys.concat([opts.threshold || 0, 1e-12]));
+    var top = Math.max.apply(null, ys.concat([opts.threshold || 0])) || 1;
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), span = (x1 - x0) || 1;
     function px(x){ return L + (xs.length > 1 ? pw * (x - x0) / span : pw / 2); }
     function py(y){ return T + ph - ph * y / top; }
@@ -109,9 +112,9 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
     if (!xs.length) { svg.appendChild(svgEl("text", {x: W / 2, y: H / 2, "text-anchor": "middle", "class": "tick"}, "no data")); return; }
     if (opts.threshold) svg.appendChild(svgEl("line", {x1: L, x2: W - 4, y1: py(opts.threshold), y2: py(opts.threshold), stroke: "#d62728", "stroke-dasharray": "4 3"}));
     if (opts.bars) {
-      var w = Math.max(pw / xs.length * 0.7, 1);
+      var slot = pw / xs.length, w = Math.max(slot * 0.7, 1);
       xs.forEach(function(x, i){
-        var r = svgEl("rect", {"class": "bar", x: px(x) - w / 2, y: py(ys[i]), width: w, height: T + ph - py(ys[i]), fill: opts.color});
+        var r = svgEl("rect", {"class": "bar", x: L + slot * (i + 0.15), y: py(ys[i]), width: w, height: T + ph - py(ys[i]), fill: opts.color});
         r.appendChild(svgEl("title", {}, hhmm(x) + ": " + fmt(ys[i])));
         svg.appendChild(r);
       });
@@ -131,6 +134,27 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
     while (tbody.firstChild) tbody.removeChild(tbody.firstChild);
     list.forEach(function(item){ tbody.appendChild(make(item)); });
   }
+  function modelQuality(mq){
+    var section = $("model-quality-section"), overall = mq && mq.overall;
+    section.hidden = !(overall && overall.n_labeled);  // absent when the collector has no outcomes (or no such API)
+    if (section.hidden) return;
+    var cols = [["all", overall]], segs = mq.segments || {};
+    Object.keys(segs).slice(0, 12).forEach(function(k){ if (k) cols.push([k, segs[k]]); });
+    var head = $("model-quality").tHead.rows[0];
+    while (head.firstChild) head.removeChild(head.firstChild);
+    head.appendChild(el("th", "metric"));
+    cols.forEach(function(c){ head.appendChild(el("th", c[0])); });
+    var better = ["accuracy", "precision", "recall", "f1", "roc_auc", "tpr"];
+    rows($("model-quality").tBodies[0], Object.keys(overall).filter(function(n){ return n.indexOf("[") < 0; }), function(n){
+      var tr = el("tr", undefined, "model-quality-row");
+      tr.appendChild(el("td", n));
+      cols.forEach(function(c){
+        var v = c[1][n], worse = better.indexOf(n) >= 0 && v !== null && v !== undefined && v < overall[n] - 0.1;
+        tr.appendChild(el("td", v === null || v === undefined ? DASH : /^(n_|support)/.test(n) ? Math.round(v).toLocaleString("en") : fmt(v), worse ? "num worse" : "num"));
+      });
+      return tr;
+    });
+  }
   function refresh(){
     var model = $("model").value;
     if (!model) return Promise.resolve();
@@ -138,15 +162,20 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
     $("message").textContent = "";
     return api(base + "/windows").then(function(latest){
       var end = latest.end, start = end - Number($("range").value), range = q({start: start, end: end});
-      $("range-note").textContent = new Date(start * 1000).toISOString().replace("T", " ").substr(0, 19) + " – " + hhmm(end) + " UTC";
-      return Promise.all([
-        api(base + "/windows?" + range),
-        api(base + "/drift/windows?" + range).catch(function(e){ return {error: e}; }),
-        api(base + "/quality/windows?" + range).catch(function(e){ return {error: e}; }),
+      $("range-note").textContent = new Date(start * 1000).toISOString().replace("T", " ").substr(0, 19) + " " + DASH + " " + hhmm(end) + " UTC";
+      return api(base + "/windows?" + range).then(function(listed){
+        // Per-window analysis covers the latest MAX_SERIES windows of the range (the API caps a request).
+        var ws = listed.windows, series = ws.length > MAX_SERIES ? q({start: ws[ws.length - MAX_SERIES].window_start, end: end}) : range;
+        return Promise.all([
+        listed,
+        api(base + "/drift/windows?" + series).catch(function(e){ return {error: e}; }),
+        api(base + "/quality/windows?" + series).catch(function(e){ return {error: e}; }),
         api(base + "/drift?" + range).catch(function(e){ return {error: e}; }),
         api(base + "/quality?" + range).catch(function(e){ return {error: e}; }),
-        api(base + "/profile?" + range)
-      ]);
+        api(base + "/profile?" + range),
+        api(base + "/model-quality?" + range).catch(function(e){ return {error: e}; })
+        ]);
+      });
     }).then(function(res){
       var wins = res[0].windows, dw = res[1], qw = res[2], dr = res[3], qr = res[4], prof = res[5].profile;
       var calls = 0, errors = 0;
@@ -155,26 +184,26 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
       chart($("chart-errors"), wins.map(function(w){ return w.window_start; }), wins.map(function(w){ return w.errors; }), {bars: true, color: "#d62728"});
       stat("stat-calls", calls.toLocaleString("en"), "errors " + errors.toLocaleString("en") + " (" + (calls ? (100 * errors / calls).toFixed(2) : "0.00") + "%)", "");
       var lat = prof.latency_seconds;
-      stat("stat-latency", lat ? ms(lat.p50) + " / " + ms(lat.p99) : "–", lat ? "p90 " + ms(lat.p90) + ", max " + ms(lat.max) : "no latency recorded", "");
+      stat("stat-latency", lat ? ms(lat.p50) + " / " + ms(lat.p99) : DASH, lat ? "p90 " + ms(lat.p90) + ", max " + ms(lat.max) : "no latency recorded", "");
       var notes = [];
       if (dw.error) { notes.push("drift per window: " + dw.error.message); chart($("chart-drift"), [], [], {}); }
       else chart($("chart-drift"), dw.windows.map(function(w){ return w.window_start; }), dw.windows.map(function(w){ return w.share; }), {percent: true, threshold: 0.5, color: "#e07b39"});
       if (qw.error) { notes.push("quality per window: " + qw.error.message); chart($("chart-quality"), [], [], {}); }
       else chart($("chart-quality"), qw.windows.map(function(w){ return w.window_start; }), qw.windows.map(function(w){ return w.n_issues; }), {bars: true, color: "#d62728"});
-      if (dr.error) { notes.push("drift: " + dr.error.message); rows($("features").tBodies[0], [], null); stat("stat-drift", "–", "", ""); }
+      if (dr.error) { notes.push("drift: " + dr.error.message); rows($("features").tBodies[0], [], null); stat("stat-drift", DASH, "", ""); }
       else {
         var d = dr.drift, cols = d.columns.slice().sort(function(a, b){ return (b.value === null ? -1 : b.value) - (a.value === null ? -1 : a.value); });
         stat("stat-drift", d.n_drifted + " / " + d.n_columns, d.dataset_drift ? "dataset drift" : "no dataset drift", d.n_drifted ? "bad" : "good");
         rows($("features").tBodies[0], cols, function(c){
           var tr = el("tr", undefined, c.drifted ? "feature-row drifted" : "feature-row");
           tr.setAttribute("data-feature", c.column); tr.setAttribute("data-drifted", c.drifted ? "true" : "false");
-          [c.column, c.role, c.kind, c.method || "–"].forEach(function(t){ tr.appendChild(el("td", t)); });
+          [c.column, c.role, c.kind, c.method || DASH].forEach(function(t){ tr.appendChild(el("td", t)); });
           tr.appendChild(el("td", fmt(c.value), "num"));
           var v = el("td"); v.appendChild(el("span", c.drifted ? "drifted" : c.status === "ok" ? "ok" : c.status, "badge " + (c.drifted ? "bad" : "good"))); tr.appendChild(v);
           return tr;
         });
       }
-      if (qr.error) { notes.push("quality: " + qr.error.message); rows($("quality").tBodies[0], [], null); stat("stat-quality", "–", "", ""); }
+      if (qr.error) { notes.push("quality: " + qr.error.message); rows($("quality").tBodies[0], [], null); stat("stat-quality", DASH, "", ""); }
       else {
         var issues = qr.quality.issues;
         stat("stat-quality", String(issues.length), issues.length ? "in the range" : "none", issues.length ? "bad" : "good");
@@ -185,6 +214,7 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
           return tr;
         });
       }
+      modelQuality(res[6]);
       $("message").textContent = notes.join(" · ");
       $("status").textContent = "updated " + new Date().toISOString().substr(11, 8) + " UTC";
       document.documentElement.setAttribute("data-ready", "1");
@@ -200,7 +230,8 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
     if (s > 0) timer = setInterval(refresh, s * 1000);
   }
   api("/api/models").then(function(body){
-    var sel = $("model"), wanted = new URLSearchParams(location.search).get("model");
+    var params = new URLSearchParams(location.search), sel = $("model"), wanted = params.get("model");
+    if (params.get("range") && $("range").querySelector('option[value="' + Number(params.get("range")) + '"]')) $("range").value = String(Number(params.get("range")));
     body.models.forEach(function(m){ var name = typeof m === "string" ? m : m.model; var o = el("option", name); o.value = name; sel.appendChild(o); if (name === wanted) o.selected = true; });
     if (!body.models.length) { $("message").textContent = "No models yet: point an mlwatch exporter at this collector."; $("status").textContent = "idle"; document.documentElement.setAttribute("data-ready", "empty"); return; }
     ["model", "range"].forEach(function(id){ $(id).addEventListener("change", refresh); });

@@ -107,6 +107,10 @@ def openapi_schema() -> dict[str, Any]:
         "/api/models/{model}/quality/windows": _get(
             "data quality of each window in the range", analysis, _json("per-window quality"), 400, 404, 422, 500
         ),
+        "/api/models/{model}/model-quality": _get(
+            "model quality from outcomes over a range (overall, per segment, per version)", [_MODEL, *_RANGE],
+            _json("model quality"), 400, 404, 422, 500,
+        ),
         "/api/models/{model}/reference": {
             "get": {"summary": "the uploaded reference (format=mlw: its bytes)",
                     "parameters": [_MODEL, _param("format", "json (default) or mlw", {"enum": ["json", "mlw"]})],

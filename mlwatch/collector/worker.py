@@ -230,11 +230,28 @@ class _Handler:
             out.append({"window_start": start, "window_end": end, "ok": report.ok, "n_issues": len(issues), "issues": issues})
         return out
 
+    def model_quality(self, parts: Sequence[bytes]) -> dict[str, Any]:
+        """Model quality from outcomes over the parts (kept apart, so segments and versions stay visible)."""
+        from mlwatch.outcomes import quality
+
+        if not parts:
+            raise WorkerError("no_data", "no profiles")
+        mq = quality([_decode(p) for p in parts])
+
+        def clean(d: Mapping[str, float]) -> dict[str, float | None]:
+            return {k: (v if v == v and abs(v) != float("inf") else None) for k, v in d.items()}
+
+        return {"overall": clean(mq.to_dict()), "segments": {k: clean(v) for k, v in mq.segments().items()},
+                "versions": {k: clean(v) for k, v in mq.versions().items()}}
+
     def ping(self) -> int:
         return os.getpid()
 
 
-OPS = ("ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "ping")
+OPS = (
+    "ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows",
+    "model_quality", "ping",
+)
 
 
 def _child_main(conn: multiprocessing.connection.Connection, settings: WorkerSettings) -> None:

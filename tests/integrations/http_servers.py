@@ -66,6 +66,40 @@ def server(cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path, log: P
             raise AssertionError(f"server did not stop within 30 s of SIGTERM:\n{log.read_text()}") from None
 
 
+@contextmanager
+def collector(tmp: Path) -> Iterator[str]:
+    """A real `mlwatch collector` (SQLite) on a free loopback port; yields its base URL; stopped after."""
+    port = free_port()
+    log = tmp / "collector.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlwatch.collector", "--port", str(port), "--db", str(tmp / "collector.db"), "--log-level", "warning"],
+            env=child_env(), cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"collector exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"collector not ready after 60 s:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def drive(base_url: str, plan: list[dict[str, Any]], concurrency: int, tmp: Path) -> list[tuple[int, float]]:
     """Send `plan` from a separate process (driver.py); [(status, client seconds)] in plan order."""
     plan_file = tmp / "plan.json"

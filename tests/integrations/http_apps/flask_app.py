@@ -94,4 +94,29 @@ if os.environ.get("MLWATCH_TEST_ENDPOINT"):
         return features["x"]
 
     _warmup({"x": 1.0})
+
+
+class _Timed:
+    """An outer WSGI wrapper appending each request's path and duration (ns, until close) to a file."""
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        t0 = time.perf_counter_ns()
+        result = self.app(environ, start_response)
+        try:
+            yield from result
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            elapsed = time.perf_counter_ns() - t0
+            with open(self.path, "a") as fh:
+                fh.write(f"{environ['PATH_INFO']} {elapsed}\n")
+
+
 app = create_app()
+if os.environ.get("MLWATCH_TEST_TIMINGS"):
+    app.wsgi_app = _Timed(app.wsgi_app, os.environ["MLWATCH_TEST_TIMINGS"])  # type: ignore[method-assign]
