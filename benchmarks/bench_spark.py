@@ -11,12 +11,12 @@ categorical, 300 rows per window, merged into one profile per model, the "whole 
 - ``spark_rows``: the production layout, where bodies were decoded once into rows stored as
   Parquet: Spark reads the rows and merges them in the JVM only (no Python on the executors).
 
-The session start (JVM, ~10-20 s here) is reported apart and excluded from the timings. Figures on
+The session start (JVM, ~10-20 s here) and a first warm-up round are excluded from the timings. Figures on
 this 2-core machine shared with other work are indicative; the crossover line gives where Spark
 local[2] overtakes one Python process, extrapolated linearly from the measured sizes (each path's
 cost is a fixed part plus a per-profile part, fitted by least squares).
 
-    python benchmarks/bench_spark.py --sizes 1000 5000          # what was run for the results
+    python benchmarks/bench_spark.py --sizes 2000 10000 25000   # what was run for the results
     python benchmarks/bench_spark.py --sizes 100000             # the full issue figure (slow here)
 """
 
@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -47,6 +49,7 @@ N_NUMERIC = 16
 N_CATEGORICAL = 4
 ROWS = 300
 POOL = 64  # distinct windows generated; the N stored bodies cycle through them
+WARMUP = 200  # a first small round warms the JVM and the Python workers; not reported
 
 
 def make_bodies(n: int, seed: int = 1) -> list[bytes]:
@@ -87,7 +90,7 @@ def _fit(sizes: Sequence[int], seconds: Sequence[float]) -> tuple[float, float]:
 
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 25000])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -107,17 +110,25 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     spark.sparkContext.setLogLevel("ERROR")
     log(f"spark session start: {t_start:.1f} s (excluded); load average {os.getloadavg()}")
     cases: dict[str, list[dict[str, float]]] = {"python": [], "spark_payloads": [], "spark_rows": []}
+    payload: dict[str, Any] = {
+        "benchmark": "spark",
+        "features": N_NUMERIC + N_CATEGORICAL,
+        "rows_per_window": ROWS,
+        "cores": args.cores,
+        "session_start_s": t_start,
+        "cases": cases,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sizes:
+        for n in [WARMUP, *args.sizes]:
             bodies = make_bodies(n)
             payload_dir = f"{tmp}/payloads-{n}"
             rows_dir = f"{tmp}/rows-{n}"
-            chunk = 2000
-            frames = [spark.createDataFrame([(b,) for b in bodies[i : i + chunk]], "payload binary") for i in range(0, n, chunk)]
-            df = frames[0]
-            for f in frames[1:]:
-                df = df.unionAll(f)
-            df.repartition(args.cores).write.parquet(payload_dir)
+            # The stored bodies: Parquet files of one binary column, written without Spark.
+            os.makedirs(payload_dir)
+            half = (n + 1) // 2
+            for part, chunk in enumerate((bodies[:half], bodies[half:])):
+                pq.write_table(pa.table({"payload": pa.array(chunk, type=pa.binary())}), f"{payload_dir}/part-{part}.parquet")
             ms.read_payloads(spark.read.parquet(payload_dir)).write.parquet(rows_dir)
 
             t_py, merged_py = _timed(lambda b=bodies: python_merge(b))
@@ -129,10 +140,14 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
                 assert got.rows == merged_py.rows == n * ROWS
                 assert got.columns["num_0"].numeric is not None and merged_py.columns["num_0"].numeric is not None
                 assert got.columns["num_0"].numeric.n == merged_py.columns["num_0"].numeric.n
-            for name, t in (("python", t_py), ("spark_payloads", t_sp), ("spark_rows", t_rows)):
-                cases[name].append({"profiles": n, "seconds": t, "profiles_per_s": n / t})
+            label = "warm-up (excluded)" if n == WARMUP else ""
             log(f"n={n:>7}: python {t_py:7.2f} s   spark(payloads) {t_sp:7.2f} s   spark(rows) {t_rows:7.2f} s   "
-                f"load {os.getloadavg()[0]:.1f}")
+                f"load {os.getloadavg()[0]:.1f} {label}")
+            if n == WARMUP:
+                continue
+            for name, t in (("python", t_py), ("spark_payloads", t_sp), ("spark_rows", t_rows)):
+                cases[name].append({"profiles": n, "seconds": t, "profiles_per_s": n / t, "load_average": os.getloadavg()[0]})
+            (args.out_dir / "spark.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     spark.stop()
 
     sizes = args.sizes
@@ -154,17 +169,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     for line in lines:
         log(line)
     log("100k estimate (linear fit): " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["estimate_100k_s"].items()))
-    payload = {
-        "benchmark": "spark",
-        "features": N_NUMERIC + N_CATEGORICAL,
-        "rows_per_window": ROWS,
-        "cores": args.cores,
-        "session_start_s": t_start,
-        "load_average_end": os.getloadavg(),
-        "cases": cases,
-        "summary": summary,
-    }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    payload["summary"] = summary
     (args.out_dir / "spark.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return payload
 

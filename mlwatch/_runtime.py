@@ -497,4 +497,21 @@ def _merge_same_identity(profiles: list[Profile]) -> list[Profile]:
     return list(out.values())
 
 
+#: Called at interpreter exit after the final flush, to release sketches held by module-level
+#: state: datasketches' binding (nanobind) prints "leaked instances" warnings for every native
+#: object still alive when its module is torn down.
+EXIT_CLEANUPS: list[Callable[[], None]] = []
+
+
+def _release_at_exit() -> None:
+    for rec in RUNTIME.recorders:
+        rec.open = {}
+    for cleanup in EXIT_CLEANUPS:
+        try:
+            cleanup()
+        except Exception as exc:
+            HEALTH.count_error("exit_cleanup", exc)
+
+
+atexit.register(_release_at_exit)  # registered before Runtime's shutdown hook, so it runs after it
 RUNTIME = Runtime()

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from mlwatch._health import HEALTH
-from mlwatch._runtime import OTHER_SEGMENT, RUNTIME, Recorder
+from mlwatch._runtime import EXIT_CLEANUPS, OTHER_SEGMENT, RUNTIME, Recorder
 from mlwatch.model_quality import ModelQuality, QualitySketch, class_key
 from mlwatch.profile import Profile
 
@@ -222,6 +222,7 @@ BOOK = OutcomeBook()
 # Registered once, at import: registering lazily under BOOK.lock would invert the lock order
 # with the aggregator (which holds the runtime's lock and then takes BOOK.lock).
 RUNTIME.add_source(BOOK.due_profiles)
+EXIT_CLEANUPS.append(BOOK.reset)
 
 
 # ---------------------------------------------------------------------------- prediction ids
