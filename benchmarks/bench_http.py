@@ -115,6 +115,7 @@ def create_otel() -> Any:
     meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=60_000)])
     app = _app()
     FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    app._mlwatch_bench_tracer = tracer_provider  # the in-process measurement flushes its spans
     return app
 
 
@@ -172,6 +173,51 @@ def _wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, f
     return parse_wrk(done.stdout)
 
 
+def inprocess(apps: dict[str, Any], *, batches: int, per_batch: int, flush: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
+    """Seconds per request of each ASGI app called directly (no server, no network), batch by batch.
+
+    Each batch sends `per_batch` copies of the benchmark request through the app, then runs the
+    variant's `flush` (mlwatch: aggregate everything buffered; OpenTelemetry: hand the spans to
+    the exporter), so background work is paid inside the batch that caused it. Variants take turns
+    batch by batch; on a shared machine the minimum over batches is the least disturbed figure.
+    """
+    import asyncio
+
+    body = json.dumps(BODY, separators=(",", ":")).encode()
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def run(app: Any) -> None:
+        for _ in range(per_batch):
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+                "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "", "headers": headers,
+                "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+            }
+            await app(scope, receive, send)
+
+    out: dict[str, list[float]] = {v: [] for v in apps}
+    loop = asyncio.new_event_loop()
+    try:
+        for v, app in apps.items():  # warm-up: build the middleware stacks, fill the caches
+            loop.run_until_complete(run(app))
+            flush.get(v, lambda: None)()
+        for _ in range(batches):
+            for v, app in apps.items():
+                t0 = time.perf_counter()
+                loop.run_until_complete(run(app))
+                flush.get(v, lambda: None)()
+                out[v].append((time.perf_counter() - t0) / per_batch)
+    finally:
+        loop.close()
+    return out
+
+
 def _overhead(value: float, base: float) -> float:
     return value / base - 1.0
 
@@ -183,6 +229,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2, help="untimed wrk run per variant first (whole seconds)")
+    ap.add_argument("--inprocess-batches", type=int, default=15, help="batches of the in-process measurement (0: skip it)")
+    ap.add_argument("--inprocess-requests", type=int, default=2000, help="requests per in-process batch")
     ap.add_argument("--quick", action="store_true", help="1 s rounds, 1 round, no waiting, nothing written")
     ap.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load to drop below this first")
     ap.add_argument("--max-wait", type=float, default=120.0)
@@ -191,6 +239,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.warmup, args.max_wait, args.no_write = 1, 1, 1, 0.0, True
+        args.inprocess_batches, args.inprocess_requests = min(args.inprocess_batches, 2), 200
     load_before = wait_for_quiet(args.max_load, args.max_wait, log=log) if args.max_wait > 0 else load_average()[0]
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         tmp_dir = Path(tmp)
@@ -217,6 +266,19 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+    direct: dict[str, list[float]] = {}
+    if args.inprocess_batches > 0:
+        from mlwatch._runtime import RUNTIME
+
+        apps = {"plain": create_plain(), "mlwatch": create_mlwatch(), "otel": create_otel()}
+        otel_flush = getattr(getattr(apps["otel"], "_mlwatch_bench_tracer", None), "force_flush", None)
+        # mlwatch: what its aggregator thread does every flush interval (drain, aggregate), now
+        flushes: dict[str, Callable[[], object]] = {"mlwatch": lambda: RUNTIME.process(close_all=False)}
+        if callable(otel_flush):
+            flushes["otel"] = otel_flush
+        direct = inprocess(apps, batches=args.inprocess_batches, per_batch=args.inprocess_requests, flush=flushes)
+        for v in VARIANTS:
+            log(f"in-process {v:8s} min {min(direct[v]) * 1e6:.1f} us  median {statistics.median(direct[v]) * 1e6:.1f} us per request")
     load_after = load_average()[0]
     summary: dict[str, dict[str, float]] = {}
     for v, rs in rounds.items():
@@ -238,6 +300,21 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         f"uvicorn (h11, asyncio), 1 process; wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds of "
         f"{args.seconds:g} s per variant, medians over rounds; load average {load_before:.2f} before, {load_after:.2f} after."
     )
+    added_us: dict[str, dict[str, float]] = {}
+    if direct:
+        base_min, base_med = min(direct["plain"]), statistics.median(direct["plain"])
+        for v in VARIANTS:
+            if v != "plain":
+                added_us[v] = {"min": (min(direct[v]) - base_min) * 1e6, "median": (statistics.median(direct[v]) - base_med) * 1e6}
+        ratio = added_us["mlwatch"]["min"] / added_us["otel"]["min"] if added_us["otel"]["min"] > 0 else float("nan")
+        note += (
+            f" In-process (the app called directly, no server: {args.inprocess_batches} batches of {args.inprocess_requests} requests, "
+            f"background work flushed inside each batch): plain {min(direct['plain']) * 1e6:.1f} us per request; mlwatch adds "
+            f"{added_us['mlwatch']['min']:.1f} us (median over batches {added_us['mlwatch']['median']:.1f} us), OpenTelemetry adds "
+            f"{added_us['otel']['min']:.1f} us ({added_us['otel']['median']:.1f} us): mlwatch/OpenTelemetry {ratio:.2f}x; "
+            f"that is {added_us['mlwatch']['min'] * summary['plain']['rps'] / 1e6 * 100:.1f}% of the plain server's time per request "
+            f"under wrk (1 / {summary['plain']['rps']:.0f} req/s), which is what a closed loop adds to every latency percentile."
+        )
     log(render_text(headers, rows))
     log(note)
     payload = {
@@ -249,6 +326,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "summary": summary,
         "overhead": over,
         "mlwatch_vs_otel_overhead": vs_otel,
+        "inprocess_seconds_per_request": direct,
+        "inprocess_added_us": added_us,
     }
     if not args.no_write:
         md = "### HTTP overhead (FastAPI under uvicorn, wrk)\n\n" + render_markdown(headers, rows) + "\n" + note + "\n"

@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(args.cores))
         .config("spark.driver.memory", "2g")
+        # ~50 KB bodies: keep each Arrow batch sent to a Python worker near 25 MB, not 10,000 rows.
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "500")
+        .config("spark.sql.parquet.columnarReaderBatchSize", "256")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
@@ -126,9 +129,10 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
             rows_dir = f"{tmp}/rows-{n}"
             # The stored bodies: Parquet files of one binary column, written without Spark.
             os.makedirs(payload_dir)
-            half = (n + 1) // 2
-            for part, chunk in enumerate((bodies[:half], bodies[half:])):
-                pq.write_table(pa.table({"payload": pa.array(chunk, type=pa.binary())}), f"{payload_dir}/part-{part}.parquet")
+            per_file = 2000
+            for part, start in enumerate(range(0, n, per_file)):
+                table = pa.table({"payload": pa.array(bodies[start : start + per_file], type=pa.binary())})
+                pq.write_table(table, f"{payload_dir}/part-{part:05d}.parquet", row_group_size=200)
             ms.read_payloads(spark.read.parquet(payload_dir)).write.parquet(rows_dir)
 
             t_py, merged_py = _timed(lambda b=bodies: python_merge(b))

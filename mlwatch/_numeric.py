@@ -52,9 +52,12 @@ class NumericSummary:
         self.kll.update(values)
         e = self.n_extremes
         if e > 0:
-            if n_b > e:
-                low_b = np.partition(values, e - 1)[:e]
-                high_b = np.partition(values, n_b - e)[n_b - e :]
+            if n_b > 2 * e:  # one partition places both the e smallest and the e largest
+                part = np.partition(values, (e - 1, n_b - e))
+                low_b, high_b = part[:e], part[n_b - e :]
+            elif n_b > e:
+                part = np.sort(values)
+                low_b, high_b = part[:e], part[n_b - e :]
             else:
                 low_b = high_b = values
             self._merge_extremes(low_b, high_b)

@@ -17,7 +17,7 @@ How each part merges (per group of rows with the same keys, role and column):
 
 - counters: ``sum``; input columns absent from some profiles are padded with those profiles' rows
   as missing values, exactly like `mlwatch.merge`;
-- numeric moments: Chan's parallel formula (the group mean from a window, then
+- numeric moments: Chan's parallel formula (the group mean from a small aggregate joined back, then
   ``M2 = sum(m2 + n * (mean - group_mean)^2)``), exact up to float rounding; min/max exact;
   the exact extremes: the ``n_extremes`` smallest and largest of the group's extremes;
 - KLL doubles (numeric values, text lengths, latency): ``kll_merge_agg_double``;
@@ -26,6 +26,8 @@ How each part merges (per group of rows with the same keys, role and column):
   frequent-items serialization; Spark's aggregation state appends an 8-byte null count, always 0
   here, which is added before and stripped after; 1,536 items tracked, so the map keeps mlwatch's
   default size 2**11: columns configured with another ``freq_lg`` come back with 2**11);
+- model quality (the profile's `quality` part): Spark has no aggregate for it, so each group's
+  parts are merged by mlwatch's own `merge_in` in a Python UDF on the executors;
 - identity: keys not grouped on become ``"*"`` when they differ (segments key by key), windows
   span the group, as in `Profile.merge_in`.
 
@@ -78,8 +80,9 @@ IDENTITY = ("model", "version", "segment", "segment_json", "window_start", "wind
 
 #: One row per (model, version, segment, window, role, column). `segment` is the canonical
 #: ``k=v,k2=v2`` key (for grouping and filtering), `segment_json` the lossless form. The profile
-#: row (role ``"profile"``, column ``""``) holds rows/calls/dropped/errors and the latency KLL in
-#: `kll`; every row repeats its profile's `rows` (needed to pad absent input columns on merge).
+#: row (role ``"profile"``, column ``""``) holds rows/calls/dropped/errors, the latency KLL in
+#: `kll` and the model-quality part in `quality` (an mlwatch profile body carrying only that part);
+#: every row repeats its profile's `rows` (needed to pad absent input columns on merge).
 ROW_SCHEMA = (
     "model string, version string, segment string, segment_json string, "
     "window_start double, window_end double, role string, column string, "
@@ -88,7 +91,7 @@ ROW_SCHEMA = (
     "count bigint, missing bigint, non_finite bigint, n_numeric bigint, n_categorical bigint, "
     "n_text bigint, n_other bigint, "
     "mean double, m2 double, min double, max double, low array<double>, high array<double>, "
-    "kll binary, freq binary, hll binary, text_length binary"
+    "kll binary, freq binary, hll binary, text_length binary, quality binary"
 )
 _FIELDS = [part.strip().split(" ", 1)[0] for part in ROW_SCHEMA.split(", ")]
 _COUNTERS = ("count", "missing", "non_finite", "n_numeric", "n_categorical", "n_text", "n_other")
@@ -153,6 +156,10 @@ def profile_rows(profile: Profile) -> list[dict[str, Any]]:
                 errors=dict(profile.errors))
     if profile.latency is not None:
         head["kll"] = profile.latency.to_bytes()
+    if profile.quality is not None and not profile.quality.is_empty():
+        carrier = Profile(profile.model)
+        carrier.quality = profile.quality
+        head["quality"] = carrier.to_bytes()
     out = [head]
     out.extend(_column_row(base, "input", c) for c in profile.columns.values())
     out.extend(_column_row(base, "output", c) for c in profile.outputs.values())
@@ -266,6 +273,9 @@ def rows_to_profiles(rows: Iterable[Any], *, limits: WireLimits | None = None) -
         latency = _bytes(head, "kll")
         if latency is not None:
             p.latency = KllSketch.from_bytes(latency, max_k=lim.max_kll_k)
+        quality = _bytes(head, "quality")
+        if quality is not None:
+            p.quality = Profile.from_bytes(quality, limits=lim).quality
         for r in members:
             role = _get(r, "role")
             if role == PROFILE_ROLE:
@@ -323,7 +333,11 @@ def read_payloads(
     """Decode a binary column of profile bodies into rows, on the executors.
 
     Every body goes through `Profile.from_bytes` (checksum or HMAC, caps, structural validation)
-    where it is read; a malformed body fails the job with its `ProfileFormatError`.
+    where it is read; a malformed body fails the job with its `ProfileFormatError`. Bodies reach
+    the Python workers in Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows
+    (10,000 by default): with profiles of tens of KB, set it to a few hundred (and, for bodies
+    stored in Parquet, ``spark.sql.parquet.columnarReaderBatchSize`` too, or the JVM reads 4,096
+    bodies per vector).
     """
     _require_pyspark()
     keys = dict(hmac_keys) if hmac_keys is not None else None
@@ -451,6 +465,21 @@ _SEGMENT_MERGE = """
 """.replace("{mixed}", MIXED)
 
 
+def _merge_quality(parts: Sequence[bytes]) -> bytes | None:
+    """Merge the quality carriers of one group with mlwatch's own merge (each validated first)."""
+    result: Profile | None = None
+    for part in parts:
+        carrier = Profile.from_bytes(bytes(part))
+        if result is None:
+            result = carrier
+        elif carrier.quality is not None:
+            if result.quality is None:
+                result.quality = carrier.quality
+            else:
+                result.quality.merge_in(carrier.quality)
+    return None if result is None else result.to_bytes()
+
+
 def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment", "window_start")) -> DataFrame:
     """Merge profile rows per group with Spark's native sketch aggregates.
 
@@ -463,6 +492,7 @@ def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment"
     _require_pyspark()
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+    from pyspark.sql.types import BinaryType
 
     keys = list(dict.fromkeys(["model", *by]))
     missing_cols = [k for k in keys if k not in df.columns]
@@ -471,12 +501,19 @@ def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment"
     if "segment" in keys and "segment_json" not in keys:
         keys.append("segment_json")  # the same segment, keyed losslessly
     part = [*keys, "role", "column"]
-    per_column = Window.partitionBy(*part)
     n = F.coalesce(F.col("n_numeric"), F.lit(0))
     numeric = F.col("mean").isNotNull()
-    weighted = F.sum(F.when(numeric, n * F.col("mean"))).over(per_column)
-    total = F.sum(F.when(numeric, n)).over(per_column)
-    prepared = df.withColumn("_gmean", F.when(total > 0, weighted / total).otherwise(F.lit(0.0)))
+    # Chan's M2 needs each group's mean first: a small aggregate of (n, mean) only, joined back
+    # (broadcast when small) so the big aggregation below keeps Spark's map-side partial merges.
+    means = (
+        df.where(numeric)
+        .groupBy(*part)
+        .agg(F.sum(n * F.col("mean")).alias("_wsum"), F.sum(n).alias("_nsum"))
+        .select(*[F.col(k).alias(f"_k{i}") for i, k in enumerate(part)],
+                F.when(F.col("_nsum") > 0, F.col("_wsum") / F.col("_nsum")).otherwise(F.lit(0.0)).alias("_gmean"))
+    )
+    on = [df[k].eqNullSafe(F.col(f"_k{i}")) for i, k in enumerate(part)]
+    prepared = df.join(means, on, "left").drop(*[f"_k{i}" for i in range(len(part))])
 
     aggs: list[Column] = []
     if "version" not in keys:
@@ -522,8 +559,13 @@ def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment"
         F.when(F.count("text_length") > 0, F.expr("kll_merge_agg_double(text_length)")).alias("text_length"),
         F.count("kll").alias("_n_kll"),
         F.count("freq").alias("_n_freq"),
+        F.collect_list("quality").alias("_quality_parts"),
     ]
     merged = prepared.groupBy(*part).agg(*aggs)
+    # Model quality (confusion counts, error sums, ranking sums) has no Spark aggregate: its parts are
+    # merged by mlwatch itself, in Python on the executors, once per group.
+    merge_quality = F.udf(lambda parts: _merge_quality(parts), BinaryType())
+    merged = merged.withColumn("quality", F.when(F.size("_quality_parts") > 0, merge_quality("_quality_parts")))
     high_sorted = F.array_sort(F.col("_high_all"))
     has_num = F.col("_n_kll") > 0
     merged = (

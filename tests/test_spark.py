@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 import mlwatch
 from mlwatch import spark as ms
 from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
+from mlwatch.model_quality import QualitySketch
 from mlwatch.profile import Profile
 
 pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
@@ -75,6 +77,11 @@ def _window(i: int, seed: int = 7, shift: float = 0.0) -> Profile:
     p.errors = {"ValueError": i, "KeyError": 1} if i % 2 else {"ValueError": 2}
     p.dropped = i
     p.record_latency(rng.exponential(0.01, n))
+    if i != 1:  # model quality from outcomes, absent from one window; few enough that its sketches stay exact
+        p.quality = QualitySketch()
+        labels = rng.integers(0, 2, 30)
+        p.quality.add_binary(labels.tolist(), rng.uniform(0, 1, 30).tolist())
+        p.quality.add_regression(rng.normal(0, 1, 30), rng.normal(0, 1, 30))
     return p
 
 
@@ -89,6 +96,13 @@ def _assert_same_profile(a: Profile, b: Profile) -> None:
     assert (a.model, a.version, a.segment, a.window_start, a.window_end) == (b.model, b.version, b.segment, b.window_start, b.window_end)
     assert (a.rows, a.calls, a.dropped, a.errors) == (b.rows, b.calls, b.dropped, b.errors)
     assert a.latency is not None and b.latency is not None and a.latency.n == b.latency.n
+    assert (a.quality is None) == (b.quality is None)
+    if a.quality is not None and b.quality is not None:
+        qa, qb = a.quality.to_dict(), b.quality.to_dict()
+        assert qa.keys() == qb.keys()
+        for key, value in qa.items():  # counts and sums exact; sketch figures (ROC AUC, error quantiles) within their error
+            tolerance = 0.05 if "auc" in key or re.search(r"_p\d\d$", key) else 1e-9
+            assert math.isclose(value, qb[key], rel_tol=tolerance, abs_tol=tolerance), (key, value, qb[key])
     for section in ("columns", "outputs"):
         ca, cb = getattr(a, section), getattr(b, section)
         assert ca.keys() == cb.keys()
