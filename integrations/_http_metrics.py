@@ -54,7 +54,7 @@ from typing import Any, Generic, TypeVar
 from mlwatch._errors import ConfigError
 from mlwatch._extract import Binding
 from mlwatch._health import HEALTH, logger
-from mlwatch._runtime import RUNTIME, Record, Recorder
+from mlwatch._runtime import ARGS, RUNTIME, Record, Recorder, args_of
 from mlwatch.monitoring import _options
 
 from ._body import json_fields
@@ -215,7 +215,7 @@ class RequestRecorder(Recorder):
         groups: dict[tuple[int, str, str, int], list[Record]] = {}
         for rec in records:
             start = rec[0] + wall_offset_ns
-            args = rec[2]
+            args = args_of(rec) if rec[6] else ()
             row = args[0] if args else None
             if type(row) is dict:
                 key = (start - start % width_ns, row.pop(ATTR_METHOD, "_OTHER"), row.pop(ATTR_ROUTE, NO_ROUTE), row.pop(ATTR_STATUS, 0))
@@ -247,12 +247,12 @@ class ModelRecorder(Recorder):
     def aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
         parsed: list[Record] = []
         for rec in records:
-            args, result = rec[2], rec[4]
+            args, result = (args_of(rec) if rec[6] else ()), rec[4]
             if args and type(args[0]) is bytes:
                 args = (json_fields(args[0]),) if args[0] else ()
             if type(result) is bytes:
                 result = json_fields(result) if result else None
-            parsed.append((rec[0], rec[1], args, rec[3], result, rec[5], rec[6]))
+            parsed.append((rec[0], rec[1], args, rec[3], result, rec[5], ARGS if rec[6] else 0))
         super().aggregate(parsed, wall_offset_ns)
 
 
