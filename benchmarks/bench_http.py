@@ -218,6 +218,13 @@ def inprocess(apps: dict[str, Any], *, batches: int, per_batch: int, flush: dict
     return out
 
 
+def mlwatch_health() -> dict[str, Any]:
+    """mlwatch's own counters in this process (internal errors must stay empty for a fair figure)."""
+    import mlwatch
+
+    return mlwatch.health()
+
+
 def _overhead(value: float, base: float) -> float:
     return value / base - 1.0
 
@@ -277,6 +284,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         if callable(otel_flush):
             flushes["otel"] = otel_flush
         direct = inprocess(apps, batches=args.inprocess_batches, per_batch=args.inprocess_requests, flush=flushes)
+        health = mlwatch_health()
+        if health["internal_errors"] or health["aggregated_records"] == 0:
+            log(f"WARNING: mlwatch did not aggregate cleanly during the in-process run: {health}")
         for v in VARIANTS:
             log(f"in-process {v:8s} min {min(direct[v]) * 1e6:.1f} us  median {statistics.median(direct[v]) * 1e6:.1f} us per request")
     load_after = load_average()[0]
@@ -328,6 +338,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         "mlwatch_vs_otel_overhead": vs_otel,
         "inprocess_seconds_per_request": direct,
         "inprocess_added_us": added_us,
+        "inprocess_mlwatch_health": mlwatch_health() if direct else None,
     }
     if not args.no_write:
         md = "### HTTP overhead (FastAPI under uvicorn, wrk)\n\n" + render_markdown(headers, rows) + "\n" + note + "\n"
