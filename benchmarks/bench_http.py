@@ -6,15 +6,21 @@ body in, a small JSON answer out): ``plain`` (no instrumentation), ``mlwatch``
 telemetry plus the model's features and outputs) and ``otel`` (the official
 ``opentelemetry-instrumentation-fastapi`` with SDK tracer and meter providers whose exporters
 drop everything, so what is measured is the in-process cost). wrk (Debian's ``wrk``) drives each
-server with the same closed-loop load in interleaved rounds (plain, mlwatch, otel, plain, ...),
-so slow drifts of a shared machine hit every variant alike; each variant's figure is the median
-over rounds of wrk's median and p99 latency and its request rate. The 1-minute load average is
-recorded before and after.
+server with the same closed-loop load in interleaved rounds whose order alternates (plain,
+mlwatch, otel, then otel, mlwatch, plain, ...), so slow drifts of a shared machine hit every
+variant alike. Each variant's latency and rate are medians over rounds; each added latency is the
+median over rounds of the ratio to the plain run of the same round. The 1-minute load average is
+recorded before and after. Each server runs on its own CPU and wrk on the other (``taskset``;
+``--no-pin`` to let the scheduler decide): unpinned on 2 cores, a server sometimes shares a core
+with wrk and its latency doubles, which swamps the differences measured here. A second, in-process measurement calls the three apps directly (no
+server, no network) in alternating batches, with mlwatch's aggregation and OpenTelemetry's span
+export flushed inside each batch: the added microseconds per request, which a shared machine's
+noise disturbs far less than end-to-end latencies.
 
 Why closed loop: with a fixed number of connections, latency is per-request server work plus
 queueing, so the latency ratio is the added CPU per request, which is what the middleware costs.
 
-Run: ``python benchmarks/bench_http.py`` (about a minute; ``--quick`` for a smoke run; writes
+Run: ``python benchmarks/bench_http.py`` (about three minutes; ``--quick`` for a smoke run; writes
 ``benchmarks/results/http.{json,md}`` unless ``--no-write``). Servers are started and stopped by
 the harness (the same file is the app module: ``uvicorn --factory benchmarks.bench_http:create_plain``).
 """
@@ -25,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -144,12 +151,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(variant: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def _pinning(pin: bool) -> tuple[list[str], list[str]]:
+    """Command prefixes putting the servers on the last CPU and wrk on the others (when possible)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
+        return [], []
+    rest = ",".join(map(str, cpus[:-1]))
+    return ["taskset", "-c", str(cpus[-1])], ["taskset", "-c", rest]
+
+
+def _start(variant: str, log_dir: Path, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["BENCH_MLWATCH_DIR"] = str(log_dir / "mlwatch-data")
     cmd = [
-        sys.executable, "-m", "uvicorn", f"benchmarks.bench_http:create_{variant}", "--factory", "--app-dir", str(ROOT),
+        *prefix, sys.executable, "-m", "uvicorn", f"benchmarks.bench_http:create_{variant}", "--factory", "--app-dir", str(ROOT),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]
     with open(log_dir / f"{variant}.log", "wb") as out:
@@ -167,8 +183,8 @@ def _start(variant: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError(f"{variant} server did not start")
 
 
-def _wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, float]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/predict"]
+def _wrk(port: int, seconds: int, connections: int, script: Path, prefix: Sequence[str] = ()) -> dict[str, float]:
+    cmd = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/predict"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
     return parse_wrk(done.stdout)
 
@@ -232,12 +248,13 @@ def _overhead(value: float, base: float) -> float:
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the benchmark; returns (and unless ``--no-write`` writes) the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--seconds", type=int, default=6, help="wrk duration per round and variant (whole seconds)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3, help="wrk duration per round and variant (whole seconds)")
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2, help="untimed wrk run per variant first (whole seconds)")
     ap.add_argument("--inprocess-batches", type=int, default=15, help="batches of the in-process measurement (0: skip it)")
     ap.add_argument("--inprocess-requests", type=int, default=2000, help="requests per in-process batch")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin the servers to one CPU and wrk to the others")
     ap.add_argument("--quick", action="store_true", help="1 s rounds, 1 round, no waiting, nothing written")
     ap.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load to drop below this first")
     ap.add_argument("--max-wait", type=float, default=120.0)
@@ -255,14 +272,15 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = {json.dumps(json.dumps(BODY, separators=(',', ':')))}\n"
         )
-        servers = {v: _start(v, tmp_dir) for v in VARIANTS}
+        server_cpu, wrk_cpu = _pinning(not args.no_pin)
+        servers = {v: _start(v, tmp_dir, server_cpu) for v in VARIANTS}
         try:
             for v in VARIANTS:
-                _wrk(servers[v][1], args.warmup, args.connections, script)
+                _wrk(servers[v][1], args.warmup, args.connections, script, wrk_cpu)
             rounds: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
             for r in range(args.rounds):
-                for v in VARIANTS:
-                    got = _wrk(servers[v][1], args.seconds, args.connections, script)
+                for v in VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS)):  # ABC, CBA, ...: drifts hit all alike
+                    got = _wrk(servers[v][1], args.seconds, args.connections, script, wrk_cpu)
                     rounds[v].append(got)
                     log(f"round {r + 1} {v:8s} p50 {got['p50'] * 1e3:.3f} ms  p99 {got['p99'] * 1e3:.3f} ms  {got['rps']:.0f} req/s")
         finally:
@@ -294,8 +312,11 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     for v, rs in rounds.items():
         summary[v] = {k: statistics.median(x[k] for x in rs) for k in ("p50", "p75", "p90", "p99", "rps")}
         summary[v]["errors"] = max(x["errors"] for x in rs)
-    base = summary["plain"]
-    over = {v: {q: _overhead(summary[v][q], base[q]) for q in ("p50", "p99")} for v in VARIANTS if v != "plain"}
+    # Overheads are medians of per-round ratios: each variant against the plain run of its own round.
+    over = {
+        v: {q: statistics.median(_overhead(a[q], b[q]) for a, b in zip(rounds[v], rounds["plain"], strict=True)) for q in ("p50", "p99")}
+        for v in VARIANTS if v != "plain"
+    }
     vs_otel = {
         q: (over["mlwatch"][q] / over["otel"][q]) if over["otel"][q] > 0 else float("nan") for q in ("p50", "p99")
     }
@@ -306,8 +327,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         added = ("", "") if v == "plain" else (f"{over[v]['p50'] * 100:+.1f}%", f"{over[v]['p99'] * 100:+.1f}%")
         rows.append([v, f"{s['p50'] * 1e3:.3f} ms", f"{s['p99'] * 1e3:.3f} ms", f"{s['rps']:.0f}", *added])
     note = (
+        f"Added latency: median over rounds of each round's ratio to plain. "
         f"mlwatch overhead / OpenTelemetry overhead: median {vs_otel['p50']:.2f}x, p99 {vs_otel['p99']:.2f}x. "
-        f"uvicorn (h11, asyncio), 1 process; wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds of "
+        f"uvicorn (h11, asyncio), 1 process{', pinned to its own CPU (taskset), wrk on the other' if server_cpu else ''}; wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds of "
         f"{args.seconds:g} s per variant, medians over rounds; load average {load_before:.2f} before, {load_after:.2f} after."
     )
     added_us: dict[str, dict[str, float]] = {}
@@ -330,7 +352,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     payload = {
         "benchmark": "http",
         "machine": machine_info(["mlwatch", "fastapi", "starlette", "uvicorn", "opentelemetry-sdk", "opentelemetry-instrumentation-fastapi"], ROOT),
-        "settings": {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections, "warmup": args.warmup, "body": BODY},
+        "settings": {"pinned": bool(server_cpu), "seconds": args.seconds, "rounds": args.rounds, "connections": args.connections, "warmup": args.warmup, "body": BODY},
         "load_average": {"before": load_before, "after": load_after},
         "rounds": rounds,
         "summary": summary,

@@ -325,3 +325,36 @@ def test_core_import_stays_free_of_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_large_batches_are_aggregated_exactly_in_slices() -> None:
+    """Far more requests than one aggregation slice are counted exactly, per segment, with their model calls."""
+    from mlwatch.integrations._http_metrics import SLICE
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        status = 200 if scope["path"] == "/ok" else 404
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"y": 1}'})
+
+    middleware = MlwatchASGIMiddleware(app, model_routes={"/ok": "sliced"}, http_model="sliced.http", route_of=lambda scope: scope["path"])
+
+    async def run(n: int) -> None:
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b'{"x": 2}'}
+
+        async def send(message: Message) -> None:
+            return None
+
+        for i in range(n):
+            path = "/ok" if i % 3 else "/missing"
+            await middleware({"type": "http", "method": "POST", "path": path, "headers": [(b"content-length", b"8")]}, receive, send)
+
+    n = 3 * SLICE + 7
+    with capture() as cap:
+        asyncio.run(run(n))
+        by_status = {p.segment["http.response.status_code"]: p.calls for p in cap.profiles("sliced.http")}
+        sliced = cap.merged("sliced")
+    ok = sum(1 for i in range(n) if i % 3)
+    assert by_status == {"200": ok, "404": n - ok}
+    assert sliced.calls == ok and sliced.columns["x"].count == ok and sliced.outputs["y"].count == ok
