@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import spatial, stats
+from strategies import small_profiles
 
 import mlwatch
 from mlwatch import ConfigError, Profile
-from mlwatch.column import ColumnProfile, DeclaredKind
 from mlwatch.drift import DEFAULT_THRESHOLDS, DriftReport, drift
 
 Array = npt.NDArray[np.float64]
@@ -309,38 +309,12 @@ def test_non_finite_statistics_are_not_drift_and_json_safe() -> None:
 
 
 # ============================================================================ properties
-_KINDS: list[DeclaredKind | None] = [None, None, "categorical", "numeric", "text"]
-_values = st.one_of(
-    st.none(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(-(10**6), 10**6),
-    st.sampled_from(["a", "b", "c", "", "x" * 150]),
-    st.booleans(),
-)
-
-
-@st.composite
-def small_profiles(draw: st.DrawFn) -> Profile:
-    """A small profile with random columns of mixed, missing and non-finite values (maybe none)."""
-    p = Profile("m")
-    names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
-    n = draw(st.integers(0, 40))
-    for name in names:
-        kind = draw(st.sampled_from(_KINDS))
-        col = ColumnProfile(name, kind=kind)
-        col.update(draw(st.lists(_values, min_size=n, max_size=n)))
-        p.columns[name] = col
-    if draw(st.booleans()):
-        out = ColumnProfile("pred")
-        out.update(draw(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=20)))
-        p.outputs["pred"] = out
-    return p
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    small_profiles(),
-    small_profiles(),
+    small_profiles(with_outputs=True),
+    small_profiles(with_outputs=True),
     st.sampled_from(["auto", "ks", "psi", "js", "wasserstein", "hellinger", "chisquare"]),
 )
 def test_drift_never_raises_on_arbitrary_profiles(ref: Profile, cur: Profile, method: str) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import small_profiles
 
 import mlwatch
 from mlwatch import ConfigError, Profile
-from mlwatch.column import ColumnProfile, DeclaredKind
 from mlwatch.quality_checks import Constraint, QualityIssue, QualityReport, check_quality
 
 
@@ -282,27 +282,6 @@ def test_empty_profiles() -> None:
     assert check_quality(None, Profile("m")).ok
 
 
-_KINDS: list[DeclaredKind | None] = [None, None, "categorical", "numeric", "text"]
-_values = st.one_of(
-    st.none(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(-(10**6), 10**6),
-    st.sampled_from(["a", "b", "c", "", "x" * 150]),
-    st.booleans(),
-)
-
-
-@st.composite
-def small_profiles(draw: st.DrawFn) -> Profile:
-    """A small profile with random columns of mixed, missing and non-finite values (maybe none)."""
-    p = Profile("m")
-    names = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4))
-    n = draw(st.integers(0, 40))
-    for name in names:
-        col = ColumnProfile(name, kind=draw(st.sampled_from(_KINDS)))
-        col.update(draw(st.lists(_values, min_size=n, max_size=n)))
-        p.columns[name] = col
-    return p
 
 
 _constraints = st.dictionaries(
