@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatch._tabular import to_columns
+from mlwatch._tabular import SCALAR_TYPES, is_row_dict, to_columns
 from mlwatch.profile import Profile
 from mlwatch.profiling import ProfileConfig, update_profile
 
@@ -52,7 +52,6 @@ class Binding:
         return f"{self.varargs or 'arg'}{index - len(self.names)}"
 
 
-SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None), np.float64, np.int64, np.float32, np.int32, np.bool_})
 
 
 def _is_tabular(value: Any) -> bool:
@@ -76,10 +75,7 @@ def _is_tabular(value: Any) -> bool:
 def _row_of(value: Any) -> dict[str, Any] | None:
     """A single row's features if `value` is one row (a dict of scalars, a model, a dataclass)."""
     if type(value) is dict:
-        for v in value.values():
-            if type(v) not in SCALAR_TYPES and _is_tabular(v):
-                return None
-        return value
+        return value if is_row_dict(value) else None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)

@@ -275,7 +275,9 @@ class Recorder:
         """Inputs of many calls: one list of dict rows in the common case, per call otherwise."""
         if kept.count(ONE_ARG) == len(kept):
             firsts = list(all_args)
-            if set(map(type, firsts)) == {dict} and (not firsts[0] or type(next(iter(firsts[0].values()))) in _SCALAR_TYPES):
+            # Every dict must be a row (checked cheaply on its first value; see is_row_dict), not just
+            # the first call's: a later call may pass a dict of columns.
+            if set(map(type, firsts)) == {dict} and all(type(next(iter(d.values()), None)) in _SCALAR_TYPES for d in firsts):
                 inputs.rows.extend(firsts)
                 return
         binding = self.binding

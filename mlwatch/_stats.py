@@ -96,11 +96,6 @@ _RANK_TOL = 1e-12
 
 
 # ============================================================================ distributions
-def _kll_items(kll: KllSketch) -> tuple[FloatArray, FloatArray]:
-    """The KLL sketch's retained items and their weights, sorted by item (a few hundred pairs)."""
-    return kll.items()
-
-
 def _right(xp: FloatArray, fp: FloatArray, t: FloatArray) -> FloatArray:
     """Right limit at `t` of the polyline through knots (xp, fp); xp non-decreasing, repeats = jumps."""
     idx = np.searchsorted(xp, t, side="right") - 1
@@ -239,7 +234,7 @@ class SketchDistribution:
                 x, f = _step_knots(sample, np.ones(n), 0.0, float(n))
                 return cls._build(x, f, n, mean, std, 0.0)
         kll = summary.kll
-        items, weights = _kll_items(kll) if not kll.is_empty() else (np.empty(0), np.empty(0))
+        items, weights = kll.items() if not kll.is_empty() else (np.empty(0), np.empty(0))
         if items.shape[0] == n and np.all(weights == 1.0):  # KLL has not compacted yet: exact
             x, f = _step_knots(items, weights, 0.0, float(n))
             return cls._build(x, f, n, mean, std, 0.0)
@@ -294,7 +289,7 @@ class SketchDistribution:
         """A bare KLL sketch (text lengths): its items and weights; moments from the polyline."""
         if kll is None or kll.is_empty():
             return None
-        items, weights = _kll_items(kll)
+        items, weights = kll.items()
         n = kll.n
         if np.all(weights == 1.0):  # not compacted yet: the exact sample
             x, f = _step_knots(items, weights, 0.0, float(n))

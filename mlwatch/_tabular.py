@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TypedColumn", "to_columns"]
+__all__ = ["SCALAR_TYPES", "TypedColumn", "is_row_dict", "to_columns"]
 
 Columns = dict[str, Any]
+
+#: Types of a single value (not a row, not a column).
+SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None), np.float64, np.int64, np.float32, np.int32, np.bool_})
 
 
 def _module(obj: object) -> str:
@@ -84,7 +87,7 @@ def _from_mapping(data: Mapping[Any, Any]) -> tuple[int, Columns]:
     """A dict of columns (lists/arrays/Series) or a single row (a dict of scalars)."""
     cols: Columns = {}
     rows = 0
-    columnar = bool(data) and all(_is_batch(v) for v in data.values())
+    columnar = not is_row_dict(data)
     for key, value in data.items():
         name = str(key)
         if columnar:
@@ -94,6 +97,16 @@ def _from_mapping(data: Mapping[Any, Any]) -> tuple[int, Columns]:
             cols[name] = [value]
             rows = 1
     return rows, cols
+
+
+def is_row_dict(data: Mapping[Any, Any]) -> bool:
+    """A dict is one row of features unless every value is a column (list, array, Series).
+
+    `_from_mapping` reads it the same way, so this is the one rule for "row or dict of columns".
+    """
+    for first in data.values():
+        return type(first) in SCALAR_TYPES or not all(map(_is_batch, data.values()))
+    return True
 
 
 def _is_batch(value: Any) -> bool:

@@ -421,3 +421,17 @@ def test_import_is_cheap() -> None:
     code = "import sys, mlwatch; print(sorted(m for m in ('pandas','polars','scipy','pyarrow','starlette','fastapi','flask') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_dict_of_columns_after_dict_rows() -> None:
+    """A call passing a dict of columns is read as a batch even when earlier calls passed rows."""
+
+    @mlwatch.monitor(model="t_mixed_dicts")
+    def f(features: dict[str, object]) -> None:
+        return None
+
+    with capture() as cap:
+        f({"a": 1.0})
+        f({"a": [2.0, 3.0, 4.0]})
+        col = cap.merged("t_mixed_dicts").columns["a"]
+    assert col.count == 4 and col.n_numeric == 4 and col.n_other == 0
