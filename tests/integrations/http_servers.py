@@ -37,12 +37,14 @@ def child_env(endpoint: str | None = None) -> dict[str, str]:
 
 
 @contextmanager
-def server(cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready_path: str = "/healthz") -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path, log: Path, ready_path: str = "/healthz", ready_timeout: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start `cmd`, wait until GET `ready_path` answers, yield; then SIGTERM and wait for a clean exit."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
@@ -52,7 +54,7 @@ def server(cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path, log: P
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready after 30 s:\n{log.read_text()}")
+                raise AssertionError(f"server not ready after {ready_timeout:g} s:\n{log.read_text()}")
             time.sleep(0.1)
         yield proc
     finally:
@@ -70,34 +72,9 @@ def server(cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path, log: P
 def collector(tmp: Path) -> Iterator[str]:
     """A real `mlwatch collector` (SQLite) on a free loopback port; yields its base URL; stopped after."""
     port = free_port()
-    log = tmp / "collector.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlwatch.collector", "--port", str(port), "--db", str(tmp / "collector.db"), "--log-level", "warning"],
-            env=child_env(), cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"collector exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"collector not ready after 60 s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    cmd = [sys.executable, "-m", "mlwatch.collector", "--port", str(port), "--db", str(tmp / "collector.db"), "--log-level", "warning"]
+    with server(cmd, port, child_env(), tmp, tmp / "collector.log", ready_path="/health", ready_timeout=60):
+        yield f"http://127.0.0.1:{port}"
 
 
 def drive(base_url: str, plan: list[dict[str, Any]], concurrency: int, tmp: Path) -> list[tuple[int, float]]:
