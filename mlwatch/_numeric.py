@@ -39,28 +39,26 @@ class NumericSummary:
         self.high: npt.NDArray[np.float64] = _EMPTY  # ascending, at most n_extremes
 
     def update(self, values: npt.NDArray[np.float64]) -> None:
-        """Add finite values (the caller has removed NaN and inf)."""
+        """Add finite values (the caller has removed NaN and inf).
+
+        The batch is sorted once: the sort hands over min, max and both exact extremes, and KLL
+        compacts a sorted stream about twice as fast (its level buffers arrive sorted), which
+        more than pays for the sort. KLL's error bound holds for every input order.
+        """
         n_b = int(values.shape[0])
         if n_b == 0:
             return
+        ordered = np.sort(values)
         with np.errstate(over="ignore", invalid="ignore"):
-            mean_b = float(values.mean())
+            mean_b = float(ordered.mean())
             if not np.isfinite(mean_b):  # sum overflowed: scale down to keep the moments finite
-                mean_b = float((values / n_b).sum())
-            m2_b = float(np.square(values - mean_b).sum())
-        self._combine(n_b, mean_b, m2_b, float(values.min()), float(values.max()))
-        self.kll.update(values)
+                mean_b = float((ordered / n_b).sum())
+            m2_b = float(np.square(ordered - mean_b).sum())
+        self._combine(n_b, mean_b, m2_b, float(ordered[0]), float(ordered[-1]))
+        self.kll.update(ordered)
         e = self.n_extremes
         if e > 0:
-            if n_b > 2 * e:  # one partition places both the e smallest and the e largest
-                part = np.partition(values, (e - 1, n_b - e))
-                low_b, high_b = part[:e], part[n_b - e :]
-            elif n_b > e:
-                part = np.sort(values)
-                low_b, high_b = part[:e], part[n_b - e :]
-            else:
-                low_b = high_b = values
-            self._merge_extremes(low_b, high_b)
+            self._merge_extremes(ordered[:e], ordered[max(0, n_b - e) :])
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float, min_b: float, max_b: float) -> None:
         n_a = self.n

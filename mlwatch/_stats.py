@@ -320,53 +320,104 @@ def _polyline_mean(x: FloatArray, f: FloatArray) -> float:
 
 
 def _solve_shift(mean_at: Callable[[float], float], target: float, bound: float) -> float:
-    """The rank shift in [-bound, bound] whose mean is closest to `target`, by bisection.
+    """The rank shift in [-bound, bound] whose mean is closest to `target`.
 
     Shifting the sketch's ranks down lets larger items into the middle ranks, so the mean only
-    grows with the shift.
+    grows with the shift. The mean is piecewise smooth in the shift, so false position with the
+    Illinois modification brackets the root in a handful of evaluations where bisection took
+    thirty; each evaluation rebuilds the knots, which is what drift spends its time on.
     """
-    lo, hi = -bound, bound
-    if not math.isfinite(mean_at(0.0)):
+    m0 = mean_at(0.0)
+    if not math.isfinite(m0):
         return 0.0
-    if mean_at(lo) >= target:
-        return lo
-    if mean_at(hi) <= target:
-        return hi
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        if mean_at(mid) < target:
-            lo = mid
+    if m0 == target:
+        return 0.0
+    f_lo = mean_at(-bound) - target
+    if not f_lo < 0.0:  # also NaN: keep the sketch's own ranks' nearest admissible end
+        return -bound if f_lo >= 0.0 else 0.0
+    f_hi = mean_at(bound) - target
+    if not f_hi > 0.0:
+        return bound if f_hi <= 0.0 else 0.0
+    lo, hi = -bound, bound
+    if m0 < target:
+        lo, f_lo = 0.0, m0 - target
+    else:
+        hi, f_hi = 0.0, m0 - target
+    tolerance = 1e-9 * (f_hi - f_lo)
+    kept = 0  # which end stayed put last step: -1 low, +1 high
+    s = 0.5 * (lo + hi)
+    for _ in range(60):
+        s = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+        if not lo < s < hi:
+            s = 0.5 * (lo + hi)
+        f_s = mean_at(s) - target
+        if abs(f_s) <= tolerance or hi - lo < 1e-12:
+            return s
+        if f_s < 0.0:
+            lo, f_lo = s, f_s
+            if kept == 1:
+                f_hi *= 0.5
+            kept = 1
         else:
-            hi = mid
-        if hi - lo < 1e-9:
-            break
-    return 0.5 * (lo + hi)
+            hi, f_hi = s, f_s
+            if kept == -1:
+                f_lo *= 0.5
+            kept = -1
+    return s
 
 
 # ============================================================================ numeric statistics
-def _limits(ref: SketchDistribution, cur: SketchDistribution) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Union of both sides' knots, and ``F_ref - F_cur`` there as left and right limits."""
-    t = np.union1d(ref.x, cur.x)
-    return t, ref.cdf_below(t) - cur.cdf_below(t), ref.cdf(t) - cur.cdf(t)
+@dataclass(frozen=True)
+class _Aligned:
+    """Both CDFs at the union of both sides' knots, as left (``<``) and right (``<=``) limits.
+
+    KS, Wasserstein and the joint bins all read the same four evaluations, so they are made once.
+    """
+
+    t: FloatArray
+    ref_below: FloatArray
+    ref_at: FloatArray
+    cur_below: FloatArray
+    cur_at: FloatArray
+
+    @classmethod
+    def of(cls, ref: SketchDistribution, cur: SketchDistribution) -> _Aligned:
+        t = np.union1d(ref.x, cur.x)
+        return cls(t, ref.cdf_below(t), ref.cdf(t), cur.cdf_below(t), cur.cdf(t))
+
+    def ks(self) -> float:
+        """sup |F_ref - F_cur|, reached at a knot of either side."""
+        return float(max(np.abs(self.ref_below - self.cur_below).max(), np.abs(self.ref_at - self.cur_at).max()))
+
+    def wasserstein(self) -> float:
+        """The exact integral of |F_ref - F_cur| (raw units)."""
+        t = self.t
+        if t.shape[0] < 2:
+            return 0.0
+        a = (self.ref_at - self.cur_at)[:-1]  # F_ref - F_cur is linear on each segment, from a to b
+        b = (self.ref_below - self.cur_below)[1:]
+        abs_a, abs_b = np.abs(a), np.abs(b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            denom = abs_a + abs_b
+            mean_abs = np.where(a * b >= 0, 0.5 * denom, (a * a + b * b) / (2.0 * np.where(denom > 0, denom, 1.0)))
+            return float(np.dot(mean_abs, np.diff(t)))
+
+    def joint_edges(self, bins: int) -> FloatArray:
+        """Inner edges of `bins` equal-mass bins of the even mixture of both sides."""
+        lo = 0.5 * (self.ref_below + self.cur_below)
+        hi = 0.5 * (self.ref_at + self.cur_at)
+        f = np.column_stack((lo, hi)).reshape(-1)
+        return np.unique(_left(f, np.repeat(self.t, 2), np.maximum(np.arange(1, bins) / bins - _RANK_TOL, 0.0)))
 
 
 def ks_statistic(ref: SketchDistribution, cur: SketchDistribution) -> float:
     """Two-sample KS statistic: sup |F_ref - F_cur|, reached at a knot of either side."""
-    _, left, right = _limits(ref, cur)
-    return float(max(np.abs(left).max(), np.abs(right).max()))
+    return _Aligned.of(ref, cur).ks()
 
 
 def wasserstein_distance(ref: SketchDistribution, cur: SketchDistribution) -> float:
     """Wasserstein-1 (earth mover's) distance: the exact integral of |F_ref - F_cur| (raw units)."""
-    t, left, right = _limits(ref, cur)
-    if t.shape[0] < 2:
-        return 0.0
-    a, b = right[:-1], left[1:]  # F_ref - F_cur is linear on each segment, from a to b
-    abs_a, abs_b = np.abs(a), np.abs(b)
-    with np.errstate(over="ignore", invalid="ignore"):
-        denom = abs_a + abs_b
-        mean_abs = np.where(a * b >= 0, 0.5 * denom, (a * a + b * b) / (2.0 * np.where(denom > 0, denom, 1.0)))
-        return float(np.dot(mean_abs, np.diff(t)))
+    return _Aligned.of(ref, cur).wasserstein()
 
 
 def reference_edges(ref: SketchDistribution, bins: int = PSI_BINS) -> FloatArray:
@@ -380,13 +431,7 @@ def joint_edges(ref: SketchDistribution, cur: SketchDistribution, bins: int = JS
     Every bin holds 1/bins of the pooled mass, so no bin is a sliver where sketching noise
     dominates, and two disjoint distributions land in disjoint bins (JS and Hellinger reach 1).
     """
-    t = np.union1d(ref.x, cur.x)
-    lo = 0.5 * (ref.cdf_below(t) + cur.cdf_below(t))
-    hi = 0.5 * (ref.cdf(t) + cur.cdf(t))
-    mix = SketchDistribution(
-        x=np.repeat(t, 2), f=np.column_stack((lo, hi)).reshape(-1), n=ref.n + cur.n, mean=0.0, std=0.0, rank_error=0.0
-    )
-    return np.unique(mix.quantiles(np.arange(1, bins) / bins))
+    return _Aligned.of(ref, cur).joint_edges(bins)
 
 
 def bin_masses(dist: SketchDistribution, edges: FloatArray) -> FloatArray:
@@ -477,12 +522,13 @@ class NumericDrift:
 
 def numeric_drift(ref: SketchDistribution, cur: SketchDistribution) -> NumericDrift:
     """All numeric scores of `cur` against `ref`."""
-    ks = ks_statistic(ref, cur)
+    aligned = _Aligned.of(ref, cur)
+    ks = aligned.ks()
     edges = reference_edges(ref, PSI_BINS)
     psi_value = psi(bin_masses(ref, edges), bin_masses(cur, edges))
-    jedges = joint_edges(ref, cur, JS_BINS)
+    jedges = aligned.joint_edges(JS_BINS)
     p, q = bin_masses(ref, jedges), bin_masses(cur, jedges)
-    w_raw = wasserstein_distance(ref, cur)
+    w_raw = aligned.wasserstein()
     scale = _spread(ref, cur)
     with np.errstate(over="ignore", invalid="ignore"):
         w = w_raw / scale

@@ -256,6 +256,13 @@ class ColumnProfile:
     def _update_objects(self, values: list[Any]) -> None:
         """Python objects: classify each distinct value once, with its count."""
         types: set[type] | None = getattr(values, "types", None)  # precomputed by TypedColumn
+        if types is None and type(values[0]) is str:
+            # Text columns: count first and look at the types of the distinct values only. Only
+            # str keys prove nothing was merged (a str never equals a number or a bool).
+            counts = _count_hashable(values)
+            if counts is not None and all(type(k) is str for k in counts):
+                self._classify_counts(counts.items())
+                return
         if types is None:
             types = set(map(type, values))
         if types <= _FAST_NUMERIC and self.declared_kind in (None, "numeric"):
