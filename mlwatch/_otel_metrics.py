@@ -2,9 +2,10 @@
 
 What: `WindowMetrics` folds each batch of closed window profiles into a small state (cumulative
 calls, errors by ``error.type`` and a prediction-duration histogram per model, version and
-segment; the last window's per-feature missing share, quantiles and drift per model and version)
-and turns it, when collected, into OpenTelemetry metric data together with the process's CPU time
-and resident memory and mlwatch's own health. Two ways out:
+segment; running model quality from outcomes per model and version, and per segment; the last
+window's per-feature missing share, quantiles and drift per model and version) and turns it,
+when collected, into OpenTelemetry metric data together with the process's CPU time and
+resident memory and mlwatch's own health. Two ways out:
 
 - `to_sdk_metrics()`: OpenTelemetry SDK `Metric` objects, exported by mlwatch's exporter with the
   official OTLP/HTTP metric exporter right after each window's log records. This plays the role
@@ -90,6 +91,8 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("mlwatch.drift.detected", "gauge", "1", "1 when a feature drifted against the reference profile in the last window."),
     MetricSpec("mlwatch.drift.share", "gauge", "1", "Share of compared features that drifted in the last window."),
     MetricSpec("mlwatch.model.quality", "gauge", "1", "Model quality from outcomes (accuracy, roc_auc, mae, ...) since the process started, by mlwatch.metric."),
+    MetricSpec("mlwatch.segment.quality", "gauge", "1",
+               "Model quality from outcomes per segment since the process started, by mlwatch.metric and mlwatch.segment."),
     MetricSpec("process.cpu.time", "counter", "s", "CPU time of the process, by cpu.mode."),
     MetricSpec("process.memory.usage", "updown", "By", "Resident memory of the process."),
     MetricSpec("mlwatch.dropped", "counter", "{record}", "Records mlwatch dropped, by reason."),
@@ -196,6 +199,9 @@ class WindowMetrics:
 
     - `reference`: ``{model: Profile or path to a profile file}`` for drift gauges.
     - `health`: returns the ``mlwatch.health()`` dict (injectable for tests).
+    - `max_segments`: segments with their own ``mlwatch.segment.quality`` points per model and
+      version; later ones are folded into the ``__other__`` segment. None: the ``max_segments``
+      setting of `mlwatch.configure()` (the same cap as segments per window).
     """
 
     def __init__(
@@ -203,6 +209,7 @@ class WindowMetrics:
         *,
         reference: Mapping[str, Profile | str | os.PathLike[str]] | None = None,
         health: Callable[[], Mapping[str, Any]] | None = None,
+        max_segments: int | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str | None, str], _Series] = {}
@@ -210,6 +217,9 @@ class WindowMetrics:
         self._reference_sources = dict(reference or {})
         self._references: dict[str, Profile | None] = {}
         self._quality: dict[tuple[str, str | None], tuple[Attrs, QualitySketch]] = {}
+        self._segment_quality: dict[tuple[str, str | None, str], tuple[Attrs, QualitySketch]] = {}
+        self._segments: dict[tuple[str, str | None], int] = {}  # segments with quality per (model, version)
+        self._max_segments = max_segments
         self._health = health
         self.start_ns = time.time_ns()
         self._cache: tuple[float, dict[str, list[Point]]] | None = None
@@ -266,6 +276,28 @@ class WindowMetrics:
                 HEALTH.count_dropped("metrics_series_limit", 1)
                 return
             have = self._quality[key] = (_base_attrs(p), QualitySketch())
+        assert p.quality is not None
+        have[1].merge_in(p.quality)
+        if p.segment:
+            self._fold_segment_quality(p)
+
+    def _fold_segment_quality(self, p: Profile) -> None:
+        """Running quality per segment, at most `max_segments` per (model, version), then ``__other__``."""
+        from mlwatch._runtime import OTHER_SEGMENT, RUNTIME
+
+        cap = self._max_segments if self._max_segments is not None else RUNTIME.settings.max_segments
+        segment = p.segment
+        key = (p.model, p.version, p.segment_key)
+        if key not in self._segment_quality and self._segments.get(key[:2], 0) >= cap:
+            segment = dict.fromkeys(segment, OTHER_SEGMENT)
+            key = (p.model, p.version, ",".join(f"{k}={v}" for k, v in sorted(segment.items())))
+        have = self._segment_quality.get(key)
+        if have is None:
+            if len(self._segment_quality) >= MAX_SERIES:
+                HEALTH.count_dropped("metrics_series_limit", 1)
+                return
+            self._segments[key[:2]] = self._segments.get(key[:2], 0) + 1
+            have = self._segment_quality[key] = ({**_base_attrs(p), ATTR_SEGMENT: key[2]}, QualitySketch())
         assert p.quality is not None
         have[1].merge_in(p.quality)
 
@@ -334,10 +366,11 @@ class WindowMetrics:
                     out["mlwatch.drift.detected"].append(Point(attrs, int(drifted), self.start_ns))
                 if last.drift_share is not None:
                     out["mlwatch.drift.share"].append(Point(dict(last.attrs), last.drift_share, self.start_ns))
-            for q_attrs, sketch in self._quality.values():
-                for metric, value in sketch.to_dict().items():
-                    if "[" not in metric and math.isfinite(value):  # per-class entries would multiply series
-                        out["mlwatch.model.quality"].append(Point({**q_attrs, ATTR_METRIC: metric}, value, self.start_ns))
+            for name, sketches in (("mlwatch.model.quality", self._quality), ("mlwatch.segment.quality", self._segment_quality)):
+                for q_attrs, sketch in sketches.values():
+                    for metric, value in sketch.to_dict().items():
+                        if "[" not in metric and math.isfinite(value):  # per-class entries would multiply series
+                            out[name].append(Point({**q_attrs, ATTR_METRIC: metric}, value, self.start_ns))
         user, system, rss = process_usage()
         out["process.cpu.time"] += [Point({"cpu.mode": "user"}, user, self.start_ns), Point({"cpu.mode": "system"}, system, self.start_ns)]
         if rss is not None:

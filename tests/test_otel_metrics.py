@@ -188,3 +188,23 @@ def test_model_quality_gauge() -> None:
         wm.observe([p])
     points = {pt.attributes["mlwatch.metric"]: pt.value for pt in wm.collect()["mlwatch.model.quality"]}
     assert points["accuracy"] == 0.75 and points["n_labeled"] == 4 and "precision[1]" not in points
+
+
+def test_segment_quality_gauge_bounded() -> None:
+    """Per-segment quality becomes mlwatch.segment.quality points; segments beyond the cap fold into __other__."""
+    from mlwatch.model_quality import QualitySketch
+
+    wm = WindowMetrics(health=dict, max_segments=2)
+    for country, labels, preds in (("DE", [1, 0], [1, 0]), ("FR", [1, 1], [0, 1]), ("IT", [1], [1]), ("ES", [0], [1]),
+                                   ("DE", [1, 1], [1, 1])):
+        p = Profile("qs", version="1", segment={"country": country}, window_start=0.0, window_end=60.0)
+        p.quality = QualitySketch()
+        p.quality.add_classification(labels, preds)
+        wm.observe([p])
+    points = {(pt.attributes["mlwatch.segment"], pt.attributes["mlwatch.metric"]): pt.value
+              for pt in wm.collect()["mlwatch.segment.quality"]}
+    assert {seg for seg, _ in points} == {"country=DE", "country=FR", "country=__other__"}
+    assert points[("country=DE", "accuracy")] == 1.0 and points[("country=FR", "accuracy")] == 0.5
+    assert points[("country=__other__", "accuracy")] == 0.5 and points[("country=__other__", "n_labeled")] == 2
+    overall = {pt.attributes["mlwatch.metric"]: pt.value for pt in wm.collect()["mlwatch.model.quality"]}
+    assert overall["n_labeled"] == 8 and "mlwatch.segment" not in wm.collect()["mlwatch.model.quality"][0].attributes
