@@ -21,7 +21,7 @@ from typing import Any
 
 from mlwatch._health import HEALTH
 
-__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten", "json_fields"]
+__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten", "json_fields", "json_value"]
 
 #: Arrays of scalars longer than this are skipped (a feature per index would explode the columns).
 MAX_ARRAY_ITEMS = 64
@@ -54,11 +54,15 @@ class BodyBuffer:
         self.chunks.append(bytes(chunk))
 
     def raw(self) -> bytes | None:
-        """The kept body, or None (over the cap, or empty)."""
+        """The kept body, or None (over the cap, counted, or empty)."""
         if self.over:
             HEALTH.count_dropped("http_body_too_large")
             return None
-        if not self.chunks:
+        return self.peek()
+
+    def peek(self) -> bytes | None:
+        """The body kept so far, or None (over the cap, or empty); counts nothing."""
+        if self.over or not self.chunks:
             return None
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
 
@@ -79,17 +83,22 @@ def flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
             out[f"{prefix}.{i}"] = v
 
 
-def json_fields(raw: bytes) -> dict[str, Any]:
-    """The features of a JSON object body (flattened, bounded); {} (counted) for anything else. Never raises."""
+def json_value(raw: bytes) -> Any:
+    """The parsed JSON document, or None when `raw` is not JSON. Never raises."""
     try:
-        parsed = _decode(raw.decode("utf-8"))
+        return _decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        parsed = None
+        return None
+
+
+def json_fields(raw: bytes, *, count: bool = True) -> dict[str, Any]:
+    """The features of a JSON object body (flattened, bounded); {} (counted unless `count` is False) for anything else. Never raises."""
+    parsed = json_value(raw)
     if type(parsed) is dict and len(parsed) <= MAX_FIELDS and all(type(v) in _SCALAR_SET for v in parsed.values()):
         return parsed  # the common case: a flat object, used as it is
     fields: dict[str, Any] = {}
     if isinstance(parsed, dict):
         flatten(parsed, "", fields)
-    else:
+    elif count:
         HEALTH.count_dropped("http_body_not_json")
     return fields

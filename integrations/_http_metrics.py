@@ -22,6 +22,15 @@ that decorator; the middleware then records only the HTTP request for that route
 model call. The check is per process, redone whenever a recorder is added, so decorating after
 ``instrument_app`` works.
 
+Prediction ids (``prediction_id_header="X-Prediction-Id"``, opt-in): a model route's successful
+response carries the id of its prediction, for ``mlwatch.log_outcome(prediction_id=...)`` when the
+label arrives (`PredictionId`). When the route's model is monitored by a decorator with
+``prediction_ids=True``, it is the id ``mlwatch.current_prediction_id()`` gives for the handler's
+call (found through `mlwatch.outcomes.REQUEST_CALLS`, so a sync handler's worker thread works
+too); when the middleware records the model itself, the id is minted here, and the prediction
+stored for the label is read from the JSON response (`ResponsePrediction`): its prediction and
+score fields as ``log_outcome`` reads a dict, or the whole value when it is not an object.
+
 Other rules: requests answered 4xx were rejected before any model ran and are not model calls;
 outputs are taken from 2xx JSON responses only; bodies over ``max_body_bytes`` (default 64 KiB)
 are not kept (the call still counts). Methods outside the standard set are recorded as
@@ -57,8 +66,9 @@ from mlwatch._extract import Binding
 from mlwatch._health import HEALTH, logger
 from mlwatch._runtime import ARGS, RUNTIME, Record, Recorder, args_of
 from mlwatch.monitoring import _options
+from mlwatch.outcomes import REQUEST_CALLS, PendingPrediction, RequestCalls, new_prediction, request_prediction_id
 
-from ._body import json_fields
+from ._body import BodyBuffer, json_fields, json_value
 
 __all__ = [
     "ATTR_METHOD",
@@ -73,7 +83,9 @@ __all__ = [
     "ModelRecorder",
     "ModelRoute",
     "PathFilter",
+    "PredictionId",
     "RequestRecorder",
+    "ResponsePrediction",
     "RouteTable",
     "SEMCONV_METRICS",
     "normalize_method",
@@ -334,6 +346,109 @@ def _model_recorder(spec: str | Mapping[str, Any]) -> Recorder:
     return recorder
 
 
+#: A header name (an RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: The fields of a JSON response `log_outcome` reads as the prediction (see `outcomes._unpack_prediction`).
+_PREDICTION_KEYS = ("score", "probability", "proba", "probabilities", "predicted_class", "prediction", "label", "class")
+
+
+def _prediction_of(raw: bytes | None) -> Any:
+    """What a model route's JSON response predicted: its prediction/score fields (a dict), its only
+    field's value, or the whole document when it is not an object; None when unknown."""
+    if raw is None:
+        return None
+    doc = json_value(raw)
+    if not isinstance(doc, dict):
+        return doc
+    kept = {k: doc[k] for k in _PREDICTION_KEYS if k in doc}
+    if kept:
+        return kept
+    return next(iter(doc.values())) if len(doc) == 1 else None
+
+
+class ResponsePrediction(PendingPrediction):
+    """A model route's prediction for the label join: the JSON response body, read once complete.
+
+    The id goes out in the response's headers, before the body; `settle()` (when the last body
+    chunk passes) keeps only the prediction and lets the buffer go, and a label that arrives
+    sooner reads the body as it is then.
+    """
+
+    __slots__ = ("_body", "_value")
+
+    def __init__(self, body: BodyBuffer) -> None:
+        self._body: BodyBuffer | None = body
+        self._value: Any = None
+
+    def settle(self) -> None:
+        body = self._body
+        if body is not None:
+            self._value = _prediction_of(body.peek())
+            self._body = None
+
+    def value(self) -> Any:
+        body = self._body
+        return self._value if body is None else _prediction_of(body.peek())
+
+
+class PredictionId:
+    """The prediction id of one request on a model route, for the response header (only with ``prediction_id_header``).
+
+    `deferred`: the route's model is monitored by a decorator, whose call (noted in `box` while
+    the app runs, see `REQUEST_CALLS`) gives the id; otherwise the middleware mints it and stores
+    a `ResponsePrediction`. Nothing here raises: a failure is counted and the response goes out
+    without the header.
+    """
+
+    __slots__ = ("box", "pending", "route", "started")
+
+    def __init__(self, route: ModelRoute, deferred: bool) -> None:
+        self.route = route
+        self.box = RequestCalls() if deferred else None
+        self.pending: ResponsePrediction | None = None
+        self.started = time.time()
+
+    def enter(self) -> Any:
+        """Before the app runs: where the handler's monitored calls note themselves (a token for `leave`)."""
+        return REQUEST_CALLS.set(self.box) if self.box is not None else None
+
+    def leave(self, token: Any) -> None:
+        """After the app returned (never raises)."""
+        if token is not None:
+            try:
+                REQUEST_CALLS.reset(token)
+            except Exception:  # not the context that set it (an unusual server): clear it, the request is over
+                REQUEST_CALLS.set(None)
+
+    def value(self, status: int, json_response: bool, request_body: BodyBuffer | None, response_body: BodyBuffer | None) -> str | None:
+        """The id to send with a response starting now with `status`; None when it is no prediction."""
+        if not 200 <= status < 300:
+            return None
+        try:
+            if self.box is not None:
+                return request_prediction_id(self.box, self.route.model)
+            if not json_response or response_body is None:
+                return None
+            rec = self.route.recorder
+            segment: dict[str, str] = {}
+            if rec.segment_by:
+                raw = request_body.peek() if request_body is not None else None
+                segment = rec._segment_of(json_fields(raw, count=False) if raw is not None else None)
+            self.pending = ResponsePrediction(response_body)
+            return new_prediction(rec.model, rec.version, segment, self.pending, self.started)
+        except Exception as exc:
+            HEALTH.count_error("http_prediction_id", exc)
+            return None
+
+    def settle(self) -> None:
+        """The response body is complete: keep the prediction, let the body go. Never raises."""
+        if self.pending is not None:
+            try:
+                self.pending.settle()
+            except Exception as exc:
+                HEALTH.count_error("http_prediction_id", exc)
+
+
 class HttpTelemetry:
     """What both middleware record, configured once (a wrong option raises `ConfigError` here).
 
@@ -344,6 +459,8 @@ class HttpTelemetry:
     - `http_model`: the model name of request telemetry (default ``http.server``); None records
       model routes only.
     - `max_body_bytes`: the most bytes of a model route's request or response body kept.
+    - `prediction_id_header`: a header name (e.g. ``"X-Prediction-Id"``): a model route's 2xx
+      answer carries its prediction's id there (`PredictionId`); None (the default) sends none.
     """
 
     def __init__(
@@ -353,9 +470,15 @@ class HttpTelemetry:
         exclude_paths: Iterable[str] = (),
         http_model: str | None = HTTP_MODEL,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        prediction_id_header: str | None = None,
     ) -> None:
         if type(max_body_bytes) is not int or not 0 <= max_body_bytes <= 64 * 1024 * 1024:
             raise ConfigError(f"max_body_bytes must be an integer in [0, 64 MiB], got {max_body_bytes!r}")
+        if prediction_id_header is not None and not (isinstance(prediction_id_header, str) and _HEADER_NAME.match(prediction_id_header)):
+            raise ConfigError(f"prediction_id_header must be a header name such as 'X-Prediction-Id', got {prediction_id_header!r}")
+        #: The prediction-id header's name, as given (WSGI) and lower-cased bytes (ASGI); None: no header.
+        self.id_header = prediction_id_header
+        self.id_header_bytes = prediction_id_header.lower().encode("ascii") if prediction_id_header is not None else b""
         if model_routes is not None and not isinstance(model_routes, Mapping):
             raise ConfigError(f"model_routes must be a dict {{route: model}}, got {model_routes!r}")
         self.max_body_bytes = max_body_bytes
@@ -378,16 +501,24 @@ class HttpTelemetry:
 
     def model_route(self, path: str) -> ModelRoute | None:
         """The model route `path` belongs to, unless its model is monitored elsewhere (never raises)."""
+        route, _ = self.routes(path)
+        return route
+
+    def routes(self, path: str) -> tuple[ModelRoute | None, PredictionId | None]:
+        """(the model route the middleware records for `path`, or None when there is none or its
+        model is monitored elsewhere; the request's `PredictionId` when ids go in a header). Never raises."""
         if not self.models:
-            return None
+            return None, None
         try:
             hit = self.models.match(path)
-            if hit is None or hit[1].deferred():
-                return None
-            return hit[1]
+            if hit is None:
+                return None, None
+            route = hit[1]
+            deferred = route.deferred()
+            return (None if deferred else route), (PredictionId(route, deferred) if self.id_header is not None else None)
         except Exception as exc:
             HEALTH.count_error("http_route", exc)
-            return None
+            return None, None
 
     def record(
         self,

@@ -15,6 +15,10 @@ messages in the same order. Every piece of mlwatch code here runs inside a guard
 counted in ``mlwatch.health()`` and the request goes on as if mlwatch were not there. The app's
 own exceptions pass through untouched (same object, same traceback).
 
+With ``prediction_id_header="X-Prediction-Id"``, a model route's 2xx answer carries its
+prediction's id in that header (added to ``http.response.start``; the body is untouched, so
+streaming responses still stream), for ``mlwatch.log_outcome(prediction_id=...)``.
+
 The route template is read from ``scope["route"]`` after the app returns (Starlette and FastAPI
 set it while routing); pass ``route_of=`` for other frameworks.
 
@@ -34,7 +38,7 @@ from mlwatch._health import HEALTH
 from mlwatch.lifecycle import flush
 
 from ._body import BodyBuffer
-from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, normalize_method
+from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, PredictionId, normalize_method
 
 __all__ = ["ASGIApp", "Message", "MlwatchASGIMiddleware", "Receive", "Scope", "Send", "route_from_scope"]
 
@@ -62,12 +66,25 @@ def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def _with_id(message: Message, name: bytes, pid: str | None) -> Message:
+    """``http.response.start`` with the prediction-id header added (a copy; unchanged when there is
+    no id or the app set that header itself)."""
+    if pid is None:
+        return message
+    headers = list(message.get("headers", ()))
+    if any(k.lower() == name for k, _ in headers):
+        return message
+    headers.append((name, pid.encode("ascii")))
+    return {**message, "headers": headers}
+
+
 class MlwatchASGIMiddleware:
     """Records every HTTP request (and model routes' JSON bodies) of the wrapped ASGI app.
 
     Options are those of `HttpTelemetry` (checked here: a wrong one raises `mlwatch.ConfigError`),
     plus `route_of(scope)`, which returns the route template once the app has run, and
     `flush_on_shutdown`: export the open windows when the ASGI lifespan shuts down.
+    `prediction_id_header`: send each model-route prediction's id in this response header.
     """
 
     def __init__(
@@ -80,11 +97,13 @@ class MlwatchASGIMiddleware:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         route_of: Callable[[Scope], str | None] = route_from_scope,
         flush_on_shutdown: bool = True,
+        prediction_id_header: str | None = None,
     ) -> None:
         self.app = app
         self.flush_on_shutdown = flush_on_shutdown
         self.telemetry = HttpTelemetry(
-            model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
+            model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes,
+            prediction_id_header=prediction_id_header,
         )
         self.route_of = route_of
         self.active_requests = 0
@@ -131,9 +150,10 @@ class MlwatchASGIMiddleware:
         json_response = False
         count_request = False
         model = None
+        ids: PredictionId | None = None
         try:
             if telemetry.has_model_routes:
-                model = telemetry.model_route(scope["path"])
+                model, ids = telemetry.routes(scope["path"])
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     request_size = int(value) if value.isdigit() else None
@@ -155,11 +175,15 @@ class MlwatchASGIMiddleware:
                     response_size += len(body)
                     if json_response and response_body is not None:
                         response_body.add(body)
+                    if ids is not None and not message.get("more_body", False):
+                        ids.settle()  # before the last chunk leaves: a label cannot arrive sooner
                 elif kind == "http.response.start":
                     status = message["status"]
                     if model is not None and _is_json(message.get("headers", ())):
                         json_response = True
                         response_body = BodyBuffer(telemetry.max_body_bytes)
+                    if ids is not None:
+                        message = _with_id(message, telemetry.id_header_bytes, ids.value(status, json_response, request_body, response_body))
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)
             await send(message)
@@ -186,6 +210,7 @@ class MlwatchASGIMiddleware:
         self.active_requests += 1
         active = self.active_requests
         error: BaseException | None = None
+        ids_token = ids.enter() if ids is not None else None
         t0 = perf_counter_ns()
         try:
             await self.app(scope, app_receive, send_wrapper)
@@ -195,6 +220,8 @@ class MlwatchASGIMiddleware:
         finally:
             duration = perf_counter_ns() - t0
             self.active_requests -= 1
+            if ids is not None:
+                ids.leave(ids_token)
             try:
                 if status == 0 and error is not None:
                     status = 500  # the server answers 500 to an exception raised before the response started

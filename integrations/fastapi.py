@@ -44,11 +44,14 @@ def instrument_app(
     http_model: str | None = HTTP_MODEL,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     flush_on_shutdown: bool = True,
+    prediction_id_header: str | None = None,
 ) -> MlwatchASGIMiddleware:
     """Record every request of a FastAPI/Starlette `app`, and model routes' JSON bodies.
 
     Call it once, before the app serves (a second call returns the first middleware unchanged).
     Options are those of `MlwatchASGIMiddleware`; a wrong one raises `mlwatch.ConfigError` here.
+    ``prediction_id_header="X-Prediction-Id"`` sends each model-route prediction's id back in
+    that header, for ``mlwatch.log_outcome(prediction_id=...)``.
     """
     if not isinstance(app, Starlette):
         raise ConfigError(f"instrument_app needs a FastAPI or Starlette application, got {app!r}")
@@ -57,7 +60,7 @@ def instrument_app(
         return existing
     middleware = MlwatchASGIMiddleware(
         _not_built, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model,
-        max_body_bytes=max_body_bytes, flush_on_shutdown=flush_on_shutdown,
+        max_body_bytes=max_body_bytes, flush_on_shutdown=flush_on_shutdown, prediction_id_header=prediction_id_header,
     )
     build = app.build_middleware_stack
 

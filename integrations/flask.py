@@ -60,11 +60,14 @@ def instrument_app(
     exclude_paths: Iterable[str] = (),
     http_model: str | None = HTTP_MODEL,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    prediction_id_header: str | None = None,
 ) -> MlwatchWSGIMiddleware:
     """Record every request of a Flask `app`, and model routes' JSON bodies.
 
     Call it once, where the app is created (a second call returns the first middleware).
     Options are those of `MlwatchWSGIMiddleware`; a wrong one raises `mlwatch.ConfigError` here.
+    ``prediction_id_header="X-Prediction-Id"`` sends each model-route prediction's id back in
+    that header, for ``mlwatch.log_outcome(prediction_id=...)``.
     """
     if not isinstance(app, flask.Flask):
         raise ConfigError(f"instrument_app needs a Flask application, got {app!r}")
@@ -72,7 +75,8 @@ def instrument_app(
     if isinstance(existing, MlwatchWSGIMiddleware):
         return existing
     middleware = MlwatchWSGIMiddleware(
-        app.wsgi_app, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
+        app.wsgi_app, model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes,
+        prediction_id_header=prediction_id_header,
     )
     app.wsgi_app = middleware  # type: ignore[method-assign,assignment]
     app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)

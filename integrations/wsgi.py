@@ -13,6 +13,10 @@ response iterable is wrapped, not buffered, so streaming responses stream. Every
 code here runs inside a guard: a failure is counted in ``mlwatch.health()`` and the request goes
 on as if mlwatch were not there. The app's own exceptions pass through untouched.
 
+With ``prediction_id_header="X-Prediction-Id"``, a model route's 2xx answer carries its
+prediction's id in that header (added in ``start_response``; the body is untouched), for
+``mlwatch.log_outcome(prediction_id=...)``.
+
 The route template and a handled exception are read from the WSGI environ after the app ran:
 ``environ["mlwatch.route"]`` and ``environ["mlwatch.exception"]``, which framework modules set
 (`mlwatch.integrations.flask` does it from Flask's ``url_rule`` and ``got_request_exception``);
@@ -31,7 +35,7 @@ from typing import Any, Protocol
 from mlwatch._health import HEALTH
 
 from ._body import BodyBuffer
-from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, normalize_method
+from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, PredictionId, normalize_method
 
 __all__ = ["ENVIRON_EXCEPTION", "ENVIRON_ROUTE", "MlwatchWSGIMiddleware", "StartResponse", "WSGIApp", "WSGIEnvironment", "route_from_environ"]
 
@@ -113,14 +117,18 @@ class _Request:
     """What one request has seen so far; finished once, by whichever of close() or an error comes first."""
 
     __slots__ = (
-        "active", "environ", "error", "finished", "input", "json", "middleware", "model",
+        "active", "environ", "error", "finished", "ids", "input", "json", "middleware", "model",
         "request_size", "response_body", "response_size", "status", "t0",
     )
 
-    def __init__(self, middleware: MlwatchWSGIMiddleware, environ: WSGIEnvironment, model: ModelRoute | None, request_size: int | None) -> None:
+    def __init__(
+        self, middleware: MlwatchWSGIMiddleware, environ: WSGIEnvironment, model: ModelRoute | None, request_size: int | None,
+        ids: PredictionId | None = None,
+    ) -> None:
         self.middleware = middleware
         self.environ = environ
         self.model = model
+        self.ids = ids
         self.request_size = request_size
         self.input: _InputTee | None = None
         self.status = 0
@@ -139,10 +147,22 @@ class _Request:
                 self.json = any(k.lower() == "content-type" and "json" in v.lower() for k, v in headers)
                 if self.json:
                     self.response_body = BodyBuffer(self.middleware.telemetry.max_body_bytes)
+            if self.ids is not None:
+                headers = self._with_id(headers)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
         write = start_response(status, headers) if exc_info is None else start_response(status, headers, exc_info)
         return self._writer(write)
+
+    def _with_id(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers with the prediction id added (a new list; unchanged when there is no id or the app set that header)."""
+        assert self.ids is not None
+        name = self.middleware.telemetry.id_header or ""
+        request_body = self.input._buffer if self.input is not None else None
+        pid = self.ids.value(self.status, self.json, request_body, self.response_body)
+        if pid is None or any(k.lower() == name.lower() for k, _ in headers):
+            return headers
+        return [*headers, (name, pid)]
 
     def _writer(self, write: Callable[[bytes], object]) -> Callable[[bytes], object]:
         """The legacy ``write()`` callable, counted like iterated chunks."""
@@ -168,6 +188,8 @@ class _Request:
         duration = perf_counter_ns() - self.t0
         mw = self.middleware
         mw._leave()
+        if self.ids is not None:
+            self.ids.settle()
         try:
             environ = self.environ
             error = error or self.error or environ.get(ENVIRON_EXCEPTION)
@@ -225,6 +247,7 @@ class MlwatchWSGIMiddleware:
 
     Options are those of `HttpTelemetry` (checked here: a wrong one raises `mlwatch.ConfigError`),
     plus `route_of(environ)`, which returns the route template once the app has run.
+    `prediction_id_header`: send each model-route prediction's id in this response header.
     """
 
     def __init__(
@@ -236,10 +259,12 @@ class MlwatchWSGIMiddleware:
         http_model: str | None = HTTP_MODEL,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         route_of: Callable[[WSGIEnvironment], str | None] = route_from_environ,
+        prediction_id_header: str | None = None,
     ) -> None:
         self.app = app
         self.telemetry = HttpTelemetry(
-            model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes
+            model_routes=model_routes, exclude_paths=exclude_paths, http_model=http_model, max_body_bytes=max_body_bytes,
+            prediction_id_header=prediction_id_header,
         )
         self.route_of = route_of
         self.active_requests = 0
@@ -267,12 +292,16 @@ class MlwatchWSGIMiddleware:
             return request.start_response(status, headers, exc_info, start_response)
 
         request.active = self._enter()
+        ids_token = request.ids.enter() if request.ids is not None else None
         request.t0 = perf_counter_ns()
         try:
             result = self.app(environ, wrapped_start_response)
         except BaseException as exc:
             request.finish(exc)
             raise
+        finally:
+            if request.ids is not None:
+                request.ids.leave(ids_token)
         file_wrapper = environ.get("wsgi.file_wrapper")
         if file_wrapper is not None and isinstance(file_wrapper, type) and isinstance(result, file_wrapper):
             request.finish()  # keep the server's sendfile path: record now, without counting the bytes
@@ -288,8 +317,8 @@ class MlwatchWSGIMiddleware:
         request_size: int | None = int(length) if length and length.isdigit() else 0
         if not length and environ.get("HTTP_TRANSFER_ENCODING"):
             request_size = None  # chunked: counted as the app reads it (model routes only)
-        model = telemetry.model_route(path) if telemetry.has_model_routes else None
-        request = _Request(self, environ, model, request_size)
+        model, ids = telemetry.routes(path) if telemetry.has_model_routes else (None, None)
+        request = _Request(self, environ, model, request_size, ids)
         if model is not None and "wsgi.input" in environ:
             request.input = _InputTee(environ["wsgi.input"], BodyBuffer(telemetry.max_body_bytes))
             environ["wsgi.input"] = request.input

@@ -215,15 +215,20 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
     )
     record = rec.record
     if prediction_ids:
-        from mlwatch.outcomes import LAST_CALL
+        from mlwatch.outcomes import LAST_CALL, REQUEST_CALLS
 
         set_last = LAST_CALL.set
+        request_calls = REQUEST_CALLS.get  # set by the HTTP middleware when it sends the id in a header
         inner_record = record
 
         def record(t0: int, duration: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None, result: Any, exc: BaseException | None) -> None:
             inner_record(t0, duration, args, kwargs, result, exc)
             if exc is None:
-                set_last((rec, args, kwargs, result))  # the id is minted lazily, if ever asked for
+                call = (rec, args, kwargs, result)
+                set_last(call)  # the id is minted lazily, if ever asked for
+                box = request_calls()
+                if box is not None:
+                    box.calls[model] = call
 
         if not (inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn)):
 
@@ -236,7 +241,11 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
                     inner_record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
                     raise
                 inner_record(t0, perf_counter_ns() - t0, args, kwargs, result, None)
-                set_last((rec, args, kwargs, result))
+                call = (rec, args, kwargs, result)
+                set_last(call)
+                box = request_calls()
+                if box is not None:
+                    box.calls[model] = call
                 return result
 
             ids_wrapper.__mlwatch_recorder__ = rec  # type: ignore[attr-defined]
@@ -334,9 +343,13 @@ class Observation:
         args = () if self._inputs is None else (self._inputs,)
         self._recorder.record(self._t0, duration, args, None, self._outputs, exc)
         if self._ids and exc is None:
-            from mlwatch.outcomes import LAST_CALL
+            from mlwatch.outcomes import LAST_CALL, REQUEST_CALLS
 
-            LAST_CALL.set((self._recorder, args, None, self._outputs))
+            call = (self._recorder, args, None, self._outputs)
+            LAST_CALL.set(call)
+            box = REQUEST_CALLS.get()
+            if box is not None:
+                box.calls[self._recorder.model] = call
 
 
 _OBSERVE_RECORDERS: dict[tuple[Any, ...], Recorder] = {}

@@ -32,6 +32,12 @@ Design (why it costs nothing on the hot path):
   Keep it with the request (a response header, a queue message); `log_outcome(token=...)` in any
   process folds the label into the prediction's own window and segment, and the collector merges
   that window's quality parts from every process.
+- The HTTP middleware (`mlwatch.integrations`, ``prediction_id_header=``) sends the id back in a
+  response header. While it serves a model route it puts a `RequestCalls` in `REQUEST_CALLS`;
+  a monitored call made anywhere in that request (the handler's worker thread included: its
+  context is a copy holding the same object) notes itself there, so the middleware finds the
+  id `current_prediction_id()` gives. A route the middleware records itself stores a
+  `PendingPrediction` (`new_prediction`): the response body is read when the label arrives.
 - Nothing here raises into the caller: a wrong argument is counted (``internal_errors["outcome"]``)
   and the call returns False.
 """
@@ -60,13 +66,18 @@ from mlwatch.profile import Profile
 
 __all__ = [
     "BOOK",
+    "PendingPrediction",
     "PredictionStore",
+    "REQUEST_CALLS",
+    "RequestCalls",
     "current_prediction_id",
     "log_metric",
     "log_outcome",
     "log_ranking_outcome",
+    "new_prediction",
     "prediction_token",
     "quality",
+    "request_prediction_id",
 ]
 
 #: The last call of a function monitored with ``prediction_ids=True`` in this context:
@@ -74,6 +85,36 @@ __all__ = [
 LAST_CALL: ContextVar[tuple[Any, ...] | None] = ContextVar("mlwatch_last_call", default=None)
 #: (that call's tuple, its id) once `current_prediction_id()` minted one, so asking twice gives one id.
 _MINTED: ContextVar[tuple[Any, str] | None] = ContextVar("mlwatch_minted", default=None)
+
+
+class RequestCalls:
+    """The monitored calls (``prediction_ids=True``) of one HTTP request, by model, and the id minted last.
+
+    The HTTP middleware puts one in `REQUEST_CALLS` around the app; copies of the context (a
+    sync handler's worker thread) share the object, so what the handler's calls note reaches the
+    middleware even where `LAST_CALL` (set in the copy) does not.
+    """
+
+    __slots__ = ("calls", "minted")
+
+    def __init__(self) -> None:
+        self.calls: dict[str, tuple[Any, ...]] = {}
+        self.minted: tuple[tuple[Any, ...], str] | None = None
+
+
+#: The request being served by the HTTP middleware with a prediction-id header (else None).
+REQUEST_CALLS: ContextVar[RequestCalls | None] = ContextVar("mlwatch_request_calls", default=None)
+
+
+class PendingPrediction:
+    """A stored prediction whose value is read when its outcome arrives (the HTTP middleware's
+    model routes: the response body is complete only after the id went out in a header)."""
+
+    __slots__ = ()
+
+    def value(self) -> Any:
+        """The prediction, as `log_outcome` reads a monitored function's return value (None: unknown)."""
+        return None
 
 # (expires at monotonic, model, version, segment, window start, prediction)
 _Entry = tuple[float, str, str | None, dict[str, str], float, Any]
@@ -249,6 +290,9 @@ def remember(call: tuple[Any, ...]) -> str:
     rec: Recorder = call[0]
     pid = _IDS.next()
     _MINTED.set((call, pid))
+    box = REQUEST_CALLS.get()
+    if box is not None:
+        box.minted = (call, pid)
     segment: dict[str, str] = {}
     if rec.segment_by:
         args, kwargs = call[1], call[2]
@@ -272,7 +316,38 @@ def current_prediction_id() -> str | None:
         if call is None:
             return None
         minted = _MINTED.get()
+        if minted is not None and minted[0] is call:
+            return minted[1]
+        box = REQUEST_CALLS.get()  # minted in another copy of this request's context (by the middleware)
+        if box is not None and box.minted is not None and box.minted[0] is call:
+            return box.minted[1]
+        return remember(call)
+    except Exception as exc:
+        HEALTH.count_error("outcome", exc)
+        return None
+
+
+def request_prediction_id(box: RequestCalls, model: str) -> str | None:
+    """The id `current_prediction_id()` gives for `model`'s last call noted in `box` (None: no such call). Never raises."""
+    try:
+        call = box.calls.get(model)
+        if call is None:
+            return None
+        minted = box.minted
         return minted[1] if minted is not None and minted[0] is call else remember(call)
+    except Exception as exc:
+        HEALTH.count_error("outcome", exc)
+        return None
+
+
+def new_prediction(model: str, version: str | None, segment: dict[str, str], prediction: Any, timestamp: float) -> str | None:
+    """Store a prediction made outside `@monitor` (the HTTP middleware's model routes) and return
+    its id, for `log_outcome(prediction_id=...)`; `timestamp` (epoch seconds) places it in its
+    window. Never raises (None on failure, counted)."""
+    try:
+        pid = _IDS.next()
+        BOOK.store.put(pid, model, version, segment, _window_of(timestamp)[0], prediction)
+        return pid
     except Exception as exc:
         HEALTH.count_error("outcome", exc)
         return None
@@ -295,6 +370,8 @@ def prediction_token(prediction_id: str | None = None) -> str | None:
         if entry is None:
             return None
         _, model, version, segment, window, prediction = entry
+        if isinstance(prediction, PendingPrediction):
+            prediction = prediction.value()
         if isinstance(prediction, np.generic):
             prediction = prediction.item()
         doc = {"m": model, "v": version, "s": segment, "w": window, "p": prediction}
@@ -395,6 +472,11 @@ def _resolve(model: str, prediction_id: str | None, prediction: Any, segment: Ma
             if stored_model != model:
                 HEALTH.count_dropped("outcome_wrong_model")
                 return None
+            if isinstance(stored_pred, PendingPrediction):
+                stored_pred = stored_pred.value()
+                if stored_pred is None and prediction is None:  # e.g. the response was not a JSON object
+                    HEALTH.count_dropped("outcome_no_prediction")
+                    return None
             seg = {**stored_segment, **_clean_segment(segment)}
             return (stored_pred if prediction is None else prediction), stored_version, seg, window
     if prediction is None:
