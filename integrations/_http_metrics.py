@@ -38,11 +38,9 @@ are not kept (the call still counts). Methods outside the standard set are recor
 ``__missing__``, so the segment count stays bounded (``configure(max_segments=...)`` is the bound
 per window, beyond which segments are folded into ``__other__``).
 
-Pre-fork servers: the runtime is fork-safe (a worker starts with empty buffers); in addition, the
-first request a forked worker records sets that worker's OTLP pipeline up on a short-lived
-thread (`start_exporters_after_fork`), because a worker forked from a ``--preload``-ing master
-would otherwise build it only when its first window closes, which for a worker recycled sooner
-is at interpreter exit, where OpenTelemetry can no longer start threads (its windows were lost).
+Pre-fork servers: the runtime is fork-safe (a worker starts with empty buffers, and its aggregator,
+started by its first recorded request, starts the worker's own exporters: see
+`mlwatch._runtime.Runtime.start_exporters`).
 
 This module is the one place in ``mlwatch.integrations`` that reaches into mlwatch's runtime
 (`mlwatch._runtime.Recorder` and ``RUNTIME``, `mlwatch.monitoring._options`, `mlwatch._health`):
@@ -53,9 +51,7 @@ what the generic aggregation would handle call by call (`RequestRecorder`, `Mode
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -90,7 +86,6 @@ __all__ = [
     "SEMCONV_METRICS",
     "normalize_method",
     "semconv_attributes",
-    "start_exporters_after_fork",
 ]
 
 #: The model name under which request telemetry is recorded.
@@ -533,8 +528,6 @@ class HttpTelemetry:
         exc: BaseException | None,
     ) -> None:
         """One request (never raises: the recorder counts its own failures)."""
-        if _Fork.pending:
-            start_exporters_after_fork()
         record = self._record_http
         if record is None:
             return
@@ -556,60 +549,9 @@ class HttpTelemetry:
 
         4xx answers are not model calls; outputs are taken from 2xx answers only.
         """
-        if _Fork.pending:
-            start_exporters_after_fork()
         if exc is None and 400 <= status < 500:
             return
         if not 200 <= status < 300:
             outputs = None
         route.recorder.record(t0, duration, (inputs or b"",), None, outputs, exc)
 
-
-
-class _Fork:
-    """Set in a forked child; the first request recorded there starts the export pipeline."""
-
-    pending = False
-
-
-def _after_fork_in_child() -> None:
-    _Fork.pending = True  # no thread here: fork handlers registered after this one have not run yet
-
-
-def start_exporters_after_fork() -> None:
-    """In a forked child (a pre-fork server's worker): set the export pipeline up now, off-thread.
-
-    ``mlwatch.configure()`` sets OpenTelemetry up in the process that calls it, but a worker
-    forked from a ``--preload``-ing master inherits no pipeline; it would build one when its first
-    window closes, and for a worker recycled (``--max-requests``) before that, that is at
-    interpreter exit, where the OpenTelemetry SDK can no longer start the threads it needs: the
-    worker's last windows were lost. Called once per forked process, at its first recorded
-    request (after the response went out): the exporters are created here (cheap) and started on a
-    short-lived thread. Never raises.
-    """
-    _Fork.pending = False
-    try:
-        settings = RUNTIME.settings
-        if not settings.otlp_enabled and settings.exporters is None:
-            return
-        exporters = list(RUNTIME.exporters())
-    except Exception as exc:
-        HEALTH.count_error("http_fork", exc)
-        return
-
-    def start() -> None:
-        for exp in exporters:
-            begin = getattr(exp, "start", None)
-            if callable(begin):
-                try:
-                    begin()
-                except Exception as exc:
-                    HEALTH.count_error("http_fork", exc)
-
-    try:
-        threading.Thread(target=start, name="mlwatch-export-setup", daemon=True).start()
-    except Exception as exc:
-        HEALTH.count_error("http_fork", exc)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,7 +10,8 @@ and window are merged and handed to the exporters outside the aggregation lock.
 
 Fork safety: `os.register_at_fork` takes the aggregation lock before a fork (so no child inherits
 a half-updated profile), releases it in the parent, and in the child drops the parent's records
-and open windows and lets the first new record start a fresh worker thread.
+and open windows and lets the first new record start a fresh worker thread, which starts the
+child's own exporters (`Runtime.start_exporters`) before its first window closes.
 """
 
 from __future__ import annotations
@@ -331,6 +332,7 @@ class Runtime:
         self.worker_pid = -1
         self.running = False  # read on the hot path instead of os.getpid() (a syscall)
         self._exporters: list[Exporter] | None = None
+        self._exporters_lock = threading.Lock()
         self._shut_down = False
         self._start_lock = threading.Lock()
         #: Other producers of window profiles (model quality from outcomes): called under the lock
@@ -341,7 +343,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ configuration
     def configure(self, settings: Settings) -> None:
-        with self.lock:
+        with self.lock, self._exporters_lock:
             old = self._exporters
             self.settings = settings
             self.capacity = settings.buffer_size
@@ -354,18 +356,45 @@ class Runtime:
                     HEALTH.count_error("export_shutdown", exc)
 
     def exporters(self) -> list[Exporter]:
-        if self._exporters is None:
-            if self.settings.exporters is not None:
-                self._exporters = list(self.settings.exporters)
-            elif self.settings.otlp_enabled:
-                from mlwatch.otlp import OtlpExporter
+        exporters = self._exporters
+        if exporters is None:
+            with self._exporters_lock:  # one set per process, whichever thread asks first
+                exporters = self._exporters
+                if exporters is None:
+                    exporters = self._exporters = self._build_exporters()
+        return exporters
 
-                self._exporters = [OtlpExporter.from_settings(self.settings)]
-            else:
-                from mlwatch.local_export import LocalFileExporter
+    def _build_exporters(self) -> list[Exporter]:
+        if self.settings.exporters is not None:
+            return list(self.settings.exporters)
+        if self.settings.otlp_enabled:
+            from mlwatch.otlp import OtlpExporter
 
-                self._exporters = [LocalFileExporter(self.settings.data_dir, max_bytes=self.settings.max_disk_bytes)]
-        return self._exporters
+            return [OtlpExporter.from_settings(self.settings)]
+        from mlwatch.local_export import LocalFileExporter
+
+        return [LocalFileExporter(self.settings.data_dir, max_bytes=self.settings.max_disk_bytes)]
+
+    def start_exporters(self) -> None:
+        """Start this process's exporters now (OTLP: its OpenTelemetry pipeline and sender thread). Never raises.
+
+        `configure()` calls it in the process that configures; the aggregator calls it when it
+        starts in a process, which is what a forked child (a pre-fork server's worker, gunicorn
+        ``--preload``) needs: it inherits no exporter (they hold the parent's threads and sockets),
+        and one built only when its first window closes is, for a worker recycled within a window,
+        built at interpreter exit, where the OpenTelemetry SDK can no longer start the threads it
+        needs (its windows were lost). Exporters without a ``start()`` (local files, test doubles,
+        most custom ones) are left as they are; local files are not even created here.
+        """
+        try:
+            if self.settings.exporters is None and not self.settings.otlp_enabled:
+                return
+            for exp in self.exporters():
+                start = getattr(exp, "start", None)
+                if callable(start):
+                    start()
+        except Exception as exc:
+            HEALTH.count_error("export_start", exc)
 
     def add_source(self, source: Callable[[float, bool], list[Profile]]) -> None:
         with self.lock:
@@ -389,6 +418,7 @@ class Runtime:
 
     def _run(self) -> None:
         stop, wake = self.stop, self.wake
+        self.start_exporters()  # in a forked child, its first chance to (see start_exporters)
         while not stop.is_set():
             wake.wait(self.settings.flush_interval)
             wake.clear()
@@ -485,6 +515,7 @@ class Runtime:
     def _after_fork_child(self) -> None:
         self.lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._exporters_lock = threading.Lock()
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.worker = None

@@ -18,7 +18,12 @@ __all__ = ["Exporter", "Settings"]
 
 @runtime_checkable
 class Exporter(Protocol):
-    """Receives closed window profiles. Called on mlwatch's worker thread; must not block for long."""
+    """Receives closed window profiles. Called on mlwatch's worker thread; must not block for long.
+
+    An exporter may also have a ``start()`` method (`mlwatch.otlp.OtlpExporter` has): it is then
+    called by `configure()` and, in every process, when mlwatch's aggregator starts there (a
+    forked worker included), so that the exporter is ready before the process's first window closes.
+    """
 
     def export(self, profiles: Sequence[Profile]) -> None: ...
 

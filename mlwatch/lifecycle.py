@@ -18,11 +18,7 @@ def configure(**options: Any) -> None:
     """
     RUNTIME.configure(RUNTIME.settings.updated(options))
     RUNTIME.restart()
-    if RUNTIME.settings.otlp_enabled:  # set OpenTelemetry up now (no network), not at interpreter exit
-        for exp in RUNTIME.exporters():
-            start = getattr(exp, "start", None)
-            if callable(start):
-                start()
+    RUNTIME.start_exporters()  # set OpenTelemetry up now (no network), not at interpreter exit
 
 
 def flush(timeout: float | None = None) -> int:

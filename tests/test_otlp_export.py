@@ -169,6 +169,48 @@ def test_new_service_instance_id_after_fork() -> None:
     assert ids["fork_parent"] != ids["fork_child"]
 
 
+_FORK_SCRIPT = """
+import os, sys, time, mlwatch
+from mlwatch._runtime import RUNTIME
+mlwatch.configure(endpoint=sys.argv[1], window_seconds=3600, export_metrics=False)
+
+@mlwatch.monitor(model="forked")
+def predict(x):
+    return x
+
+predict(1.0)  # the master's own call, as a --preload app module's warm-up
+pid = os.fork()
+if pid == 0:  # a worker recycled within its first window: that window closes at exit
+    for i in range(7):
+        predict(float(i))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the child's aggregator starts its exporters; no window has closed
+        exporters = RUNTIME._exporters or []
+        if exporters and exporters[0]._pipe is not None and not exporters[0]._pending.nbytes:
+            break
+        time.sleep(0.01)
+    else:
+        sys.exit(3)
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_starts_its_exporters_with_its_aggregator(tmp_path: object) -> None:
+    """A process forked after configure() (gunicorn --preload) sets its own OTLP pipeline up when its
+    aggregator starts, not at exit (where OpenTelemetry can no longer start threads): its last window arrives."""
+    with Receiver() as rx:
+        out = subprocess.run(
+            [sys.executable, "-c", _FORK_SCRIPT, rx.url], capture_output=True, text=True, timeout=60, cwd=str(tmp_path), env=_child_env()
+        )
+        assert out.returncode == 0, out.stderr
+        got = [(res["service.instance.id"], Profile.from_bytes(rec.body.bytes_value).calls) for res, rec in rx.log_records()]
+    assert sorted(calls for _, calls in got) == [1, 7]  # the child's 7 calls (exported at its exit) and the master's 1
+    assert len({instance for instance, _ in got}) == 2
+
+
 def test_application_providers_instead_of_mlwatch_own() -> None:
     """Given the application's LoggerProvider and MeterProvider, records and metrics go through them."""
     from opentelemetry.sdk._logs import LoggerProvider

@@ -79,11 +79,25 @@ def collector(tmp: Path) -> Iterator[str]:
 
 def drive(base_url: str, plan: list[dict[str, Any]], concurrency: int, tmp: Path) -> list[tuple[int, float]]:
     """Send `plan` from a separate process (driver.py); [(status, client seconds)] in plan order."""
-    plan_file = tmp / "plan.json"
+    return driver_results(start_driver(base_url, plan, concurrency, tmp))
+
+
+def start_driver(base_url: str, plan: list[dict[str, Any]], concurrency: int, tmp: Path) -> subprocess.Popen[str]:
+    """Start sending `plan` from a separate process (driver.py) and return at once; see `driver_results`."""
+    plan_file = tmp / f"plan-{time.monotonic_ns()}.json"
     plan_file.write_text(json.dumps(plan))
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, str(DRIVER), base_url, str(plan_file), str(concurrency)],
-        capture_output=True, text=True, timeout=120, env=child_env(), check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
     )
-    assert done.returncode == 0 and not done.stderr, done.stderr
-    return [(int(s), float(t)) for s, t in json.loads(done.stdout)]
+
+
+def driver_results(proc: subprocess.Popen[str]) -> list[tuple[int, float]]:
+    """Wait for a driver; [(status, client seconds)] in plan order."""
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0 and not err, err
+    return [(int(s), float(t)) for s, t in json.loads(out)]

@@ -12,7 +12,9 @@ quantiles must match an independent server-side timer and sit below what the cli
 from __future__ import annotations
 
 import random
+import signal
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from http_servers import APPS, child_env, collector, drive, free_port, server
+from http_servers import APPS, child_env, collector, drive, driver_results, free_port, server, start_driver
 from otlp_receiver import Receiver
 
 from mlwatch import Profile, merge
@@ -162,6 +164,60 @@ def test_uvicorn_fastapi_counts_exactly(tmp_path: Path) -> None:
         instances = {res["service.instance.id"] for res, _ in rx.log_records()}
     _check_common(plan, results, profiles, "fastapi", tmp_path / "timings.txt")
     assert len(instances) == 1
+
+
+_SIGNALLED = [
+    pytest.param("uvicorn", signal.SIGTERM, id="uvicorn-SIGTERM"),
+    pytest.param("uvicorn", signal.SIGINT, id="uvicorn-SIGINT"),
+    pytest.param("gunicorn-uvicorn-workers", signal.SIGTERM, id="gunicorn-uvicorn-workers-SIGTERM"),
+]
+
+
+@pytest.mark.parametrize(("kind", "sig"), _SIGNALLED)
+def test_asgi_server_stopped_by_a_signal_loses_nothing(tmp_path: Path, kind: str, sig: signal.Signals) -> None:
+    """uvicorn (alone, or as gunicorn's workers) stopped by a signal with requests in flight: they finish, and
+    every request answered is exported exactly once, although on SIGTERM uvicorn ends its process by
+    re-raising the signal, so that no atexit handler runs (the windows leave at the lifespan shutdown)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    port = free_port()
+    if kind == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(APPS), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    else:
+        pytest.importorskip("gunicorn")
+        pytest.importorskip("uvicorn.workers")
+        cmd = [
+            sys.executable, "-m", "gunicorn", "--worker-class", "uvicorn.workers.UvicornWorker", "--workers", "2",
+            "--bind", f"127.0.0.1:{port}", "--chdir", str(APPS), "--graceful-timeout", "20", "fastapi_app:app",
+        ]
+    starts = tmp_path / "starts.txt"
+    fast = [{"path": f"/items/{i}"} for i in range(40)]
+    slow = [{"path": f"/async/{i}?sleep_ms=1500"} for i in range(6)]
+    with Receiver() as rx:
+        env = {
+            **child_env(rx.url), "MLWATCH_TEST_TIMINGS": str(tmp_path / "timings.txt"), "MLWATCH_TEST_STARTS": str(starts),
+            "XDG_RUNTIME_DIR": str(tmp_path),
+        }
+        base = f"http://127.0.0.1:{port}"
+        with server(cmd, port, env, tmp_path, tmp_path / "server.log") as proc:
+            answered = drive(base, fast, 4, tmp_path)
+            in_flight = start_driver(base, slow, len(slow), tmp_path)
+            deadline = time.monotonic() + 30
+            while sum(line.startswith("/async/") for line in _lines(starts)) < len(slow):  # every slow request is being handled
+                assert time.monotonic() < deadline and in_flight.poll() is None, "the slow requests never arrived"
+                time.sleep(0.02)
+            proc.send_signal(sig)
+            answered += driver_results(in_flight)
+            proc.wait(60)
+        profiles = rx.profiles()
+    assert [status for status, _ in answered] == [200] * (len(fast) + len(slow))
+    if kind == "uvicorn" and sig == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM  # ended by its own re-raised signal: no atexit handler ran
+    assert _recorded(profiles) == {("GET", "/items/{item_id}", "200"): len(fast), ("GET", "/async/{item_id}", "200"): len(slow)}
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def _gunicorn(port: int, preload: bool, max_requests: int) -> list[str]:

@@ -86,16 +86,23 @@ def create_app(instrument: bool = True) -> FastAPI:
 
 
 class _Timed:
-    """An outer ASGI wrapper appending each request's path and duration (ns) to a file: an independent timer."""
+    """An outer ASGI wrapper appending each request's path and duration (ns) to a file: an independent timer.
+
+    With ``MLWATCH_TEST_STARTS`` set, it also appends each request's path to that file when the request arrives.
+    """
 
     def __init__(self, app: Any, path: str) -> None:
         self.app = app
         self.path = path
+        self.starts = os.environ.get("MLWATCH_TEST_STARTS")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.starts:
+            with open(self.starts, "a") as fh:
+                fh.write(f"{scope['path']}\n")
         t0 = time.perf_counter_ns()
         try:
             await self.app(scope, receive, send)
