@@ -187,7 +187,9 @@ async def features(request: Request) -> Response:
 
 
 async def windows(request: Request) -> Response:
-    """Windows in a range, merged across series: instances, rows, calls, errors."""
+    """Windows in a range, merged across series: instances, rows, calls, errors; with
+    ``latency=true`` also each window's latency quantiles in seconds (``latency_seconds``: p50, p90,
+    p99, max, or null), merged in the query worker, for at most ``max_windows_per_query`` windows."""
     state = _state(request)
     model = request.path_params["model"]
     filters = _filters(request)
@@ -203,7 +205,26 @@ async def windows(request: Request) -> Response:
         m["rows"] += w.n_rows
         m["calls"] += w.calls
         m["errors"] += w.errors
+    if request.query_params.get("latency") in ("1", "true"):
+        await _window_latency(state, model, start, end, filters, merged)
     return JSONResponse({"model": model, "start": start, "end": end, "windows": list(merged.values())})
+
+
+async def _window_latency(state: CollectorState, model: str, start: float, end: float, filters: Filters,
+                          merged: dict[float, dict[str, Any]]) -> None:
+    """Each window's ``latency_seconds`` (null when it recorded none), from its merged latency sketches."""
+    if len(merged) > state.config.max_windows_per_query:
+        raise HttpError(
+            400, "too_many_windows",
+            f"{len(merged)} windows in range; latency for at most {state.config.max_windows_per_query} per request: narrow the range",
+        )
+    for m in merged.values():
+        m["latency_seconds"] = None
+    if merged:
+        wins = await state.reader.window_parts(model, start, end, filters)
+        for w in await _work(state, "latency_windows", wins):
+            if w["window_start"] in merged:
+                merged[w["window_start"]]["latency_seconds"] = w["latency_seconds"]
 
 
 # ============================================================================ analysis

@@ -1,6 +1,6 @@
 """The collector's live dashboard at ``/``: one static HTML page that polls the collector's JSON API.
 
-What: pick a model and a time range; the page shows calls and errors per window, the share of
+What: pick a model and a time range; the page shows calls, errors and latency (p50, p99) per window, the share of
 drifted features and data-quality problems per window (each window against the model's
 reference), the merged range's per-feature drift verdicts, its quality issues and latency
 quantiles, refreshed every few seconds.
@@ -32,7 +32,7 @@ main{max-width:1320px;margin:0 auto;padding:14px 28px 40px}h2{font-size:16px;mar
 .stat{background:#fff;border-radius:8px;padding:10px 14px;border-left:5px solid #c9ced6}.stat.bad{border-left-color:#d62728}.stat.good{border-left-color:#2ca02c}
 .stat .label{color:#667;font-size:12px;text-transform:uppercase;letter-spacing:.04em}.stat .value{font-size:21px;font-weight:600}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}.card{background:#fff;border-radius:8px;padding:10px 14px}
-.card h3{font-size:14px;margin:0 0 6px}svg.chart{width:100%;height:auto;display:block}svg .tick{font-size:10px;fill:#667}
+.card h3{font-size:14px;margin:0 0 6px}svg.chart{width:100%;height:auto;display:block}svg .tick{font-size:10px;fill:#667}.legend{font-size:12px;font-weight:600;margin-left:8px}.legend .p50{color:#4c72b0}.legend .p99{color:#dd8452}
 table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;overflow:hidden}th,td{padding:5px 9px;text-align:left;border-bottom:1px solid #eceef2;font-size:13px}
 th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}td.worse{color:#b3191b;font-weight:600;background:#fde2e2}tr.drifted td:first-child{border-left:4px solid #d62728}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}.bad .badge,.badge.bad{background:#fde2e2;color:#b3191b}.badge.good{background:#e0f3e0;color:#1f7a1f}
@@ -60,6 +60,7 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 <div class="card"><h3>Data-quality problems per window</h3><svg class="chart" id="chart-quality" viewBox="0 0 420 150"></svg></div>
 <div class="card"><h3>Calls per window</h3><svg class="chart" id="chart-calls" viewBox="0 0 420 150"></svg></div>
 <div class="card"><h3>Errors per window</h3><svg class="chart" id="chart-errors" viewBox="0 0 420 150"></svg></div>
+<div class="card"><h3>Latency per window <small class="legend"><span class="p50">&#9679; p50</span> <span class="p99">&#9679; p99</span></small></h3><svg class="chart" id="chart-latency" viewBox="0 0 420 150"></svg></div>
 </div>
 <h2>Features <small>the whole range against the reference</small></h2>
 <table id="features"><thead><tr><th>feature</th><th>role</th><th>kind</th><th>method</th><th>drift score</th><th>verdict</th></tr></thead><tbody></tbody></table>
@@ -100,14 +101,19 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
   function ms(s){ return (s === null || s === undefined) ? DASH : s >= 1e-3 ? fmt(s * 1000) + " ms" : fmt(s * 1e6) + " \\u00b5s"; }
   function hhmm(t){ return new Date(t * 1000).toISOString().substr(11, 8); }
   function chart(svg, xs, ys, opts){
+    // opts.more: further line series [{ys, color, name}] on the same axes; opts.name: the first one's
+    // name (in tooltips and data-series); opts.fmt: how values print (default fmt).
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    var W = 420, H = 150, L = 40, T = 12, B = 22, pw = W - L - 8, ph = H - T - B;
-    var top = Math.max.apply(null, ys.concat([opts.threshold || 0])) || 1;
+    var W = 420, H = 150, L = opts.fmt ? 54 : 40, T = 12, B = 22, pw = W - L - 8, ph = H - T - B;  // room for units
+    var lines = [{ys: ys, color: opts.color, name: opts.name}].concat(opts.more || []), show = opts.fmt || fmt;
+    var values = [opts.threshold || 0];
+    lines.forEach(function(l){ values = values.concat(l.ys); });
+    var top = Math.max.apply(null, values) || 1;
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), span = (x1 - x0) || 1;
     function px(x){ return L + (xs.length > 1 ? pw * (x - x0) / span : pw / 2); }
     function py(y){ return T + ph - ph * y / top; }
     svg.appendChild(svgEl("line", {x1: L, y1: T + ph, x2: W - 4, y2: T + ph, stroke: "#999"}));
-    svg.appendChild(svgEl("text", {x: L - 4, y: T + 4, "text-anchor": "end", "class": "tick"}, opts.percent ? Math.round(top * 100) + "%" : fmt(top)));
+    svg.appendChild(svgEl("text", {x: L - 4, y: T + 4, "text-anchor": "end", "class": "tick"}, opts.percent ? Math.round(top * 100) + "%" : show(top)));
     svg.appendChild(svgEl("text", {x: L - 4, y: T + ph, "text-anchor": "end", "class": "tick"}, "0"));
     if (!xs.length) { svg.appendChild(svgEl("text", {x: W / 2, y: H / 2, "text-anchor": "middle", "class": "tick"}, "no data")); return; }
     if (opts.threshold) svg.appendChild(svgEl("line", {x1: L, x2: W - 4, y1: py(opts.threshold), y2: py(opts.threshold), stroke: "#d62728", "stroke-dasharray": "4 3"}));
@@ -119,9 +125,15 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
         svg.appendChild(r);
       });
     } else {
-      svg.appendChild(svgEl("polyline", {fill: "none", stroke: opts.color, "stroke-width": 2,
-        points: xs.map(function(x, i){ return px(x) + "," + py(ys[i]); }).join(" ")}));
-      xs.forEach(function(x, i){ svg.appendChild(svgEl("circle", {"class": "point", cx: px(x), cy: py(ys[i]), r: 2.5, fill: opts.color})); });
+      lines.forEach(function(l){
+        svg.appendChild(svgEl("polyline", {"class": "line", "data-series": l.name || "", fill: "none", stroke: l.color, "stroke-width": 2,
+          points: xs.map(function(x, i){ return px(x) + "," + py(l.ys[i]); }).join(" ")}));
+        xs.forEach(function(x, i){
+          var c = svgEl("circle", {"class": "point", cx: px(x), cy: py(l.ys[i]), r: 2.5, fill: l.color});
+          c.appendChild(svgEl("title", {}, hhmm(x) + (l.name ? " " + l.name : "") + ": " + show(l.ys[i])));
+          svg.appendChild(c);
+        });
+      });
     }
     svg.appendChild(svgEl("text", {x: px(x0), y: H - 6, "class": "tick", "text-anchor": "start"}, hhmm(x0)));
     svg.appendChild(svgEl("text", {x: px(x1), y: H - 6, "class": "tick", "text-anchor": "end"}, hhmm(x1)));
@@ -173,7 +185,8 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
         api(base + "/drift?" + range).catch(function(e){ return {error: e}; }),
         api(base + "/quality?" + range).catch(function(e){ return {error: e}; }),
         api(base + "/profile?" + range),
-        api(base + "/model-quality?" + range).catch(function(e){ return {error: e}; })
+        api(base + "/model-quality?" + range).catch(function(e){ return {error: e}; }),
+        api(base + "/windows?" + series + "&latency=true").catch(function(e){ return {error: e}; })
         ]);
       });
     }).then(function(res){
@@ -215,6 +228,13 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
         });
       }
       modelQuality(res[6]);
+      var lw = res[7];  // latency per window: windows without latency (or an older collector) leave gaps
+      if (lw.error) { notes.push("latency per window: " + lw.error.message); chart($("chart-latency"), [], [], {}); }
+      else {
+        var timed = lw.windows.filter(function(w){ return w.latency_seconds; });
+        chart($("chart-latency"), timed.map(function(w){ return w.window_start; }), timed.map(function(w){ return w.latency_seconds.p50; }),
+              {color: "#4c72b0", name: "p50", fmt: ms, more: [{ys: timed.map(function(w){ return w.latency_seconds.p99; }), color: "#dd8452", name: "p99"}]});
+      }
       $("message").textContent = notes.join(" · ");
       $("status").textContent = "updated " + new Date().toISOString().substr(11, 8) + " UTC";
       document.documentElement.setAttribute("data-ready", "1");

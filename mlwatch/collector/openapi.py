@@ -47,6 +47,13 @@ _DRIFT = [
     _param("method", "drift method for every column", {"enum": ["auto", "ks", "psi", "js", "wasserstein", "hellinger", "chisquare"]}),
     _param("drift_share", "share of drifted columns that means dataset drift", {"type": "number", "minimum": 0, "maximum": 1}),
 ]
+_LATENCY: dict[str, Any] = {"type": ["object", "null"], "properties": {q: {"type": "number"} for q in ("p50", "p90", "p99", "max")}}
+_WINDOWS: dict[str, Any] = {"type": "object", "required": ["model", "start", "end", "windows"], "properties": {
+    "model": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
+    "windows": {"type": "array", "items": {"type": "object", "properties": {
+        "window_start": {"type": "number"}, "window_end": {"type": "number"}, "profiles": {"type": "integer"},
+        "series": {"type": "integer"}, "rows": {"type": "integer"}, "calls": {"type": "integer"}, "errors": {"type": "integer"},
+        "latency_seconds": {**_LATENCY, "description": "only with latency=true; seconds, null when the window recorded no latency"}}}}}}
 _OTLP_BODY = {
     "required": True,
     "content": {
@@ -88,7 +95,12 @@ def openapi_schema() -> dict[str, Any]:
         "/api/models/{model}/features": _get(
             "input and output columns of a model", [_MODEL, _param("version", "only this version")], _json("features"), 404
         ),
-        "/api/models/{model}/windows": _get("windows in a range with counts", [_MODEL, *_RANGE], _json("windows"), 400, 404),
+        "/api/models/{model}/windows": _get(
+            "windows in a range with counts (latency=true: and latency quantiles)",
+            [_MODEL, *_RANGE, _param("latency", "true: add each window's latency quantiles (at most max_windows_per_query windows)",
+                                     {"enum": ["true", "false", "0", "1"]})],
+            _json("windows", _WINDOWS), 400, 404, 500,
+        ),
         "/api/models/{model}/profile": _get(
             "merged profile of a range (format=mlw: the profile bytes)",
             [_MODEL, *_RANGE, _param("format", "json (default) or mlw", {"enum": ["json", "mlw"]})],

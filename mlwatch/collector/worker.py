@@ -230,6 +230,18 @@ class _Handler:
             out.append({"window_start": start, "window_end": end, "ok": report.ok, "n_issues": len(issues), "issues": issues})
         return out
 
+    def latency_windows(self, windows: Sequence[tuple[float, float, Sequence[bytes]]]) -> list[dict[str, Any]]:
+        """Latency quantiles (seconds) of each window merged across series; None for a window without latency."""
+        out = []
+        for start, end, parts in windows:
+            p = _merge_parts(parts)
+            latency = None
+            if p.latency is not None and not p.latency.is_empty():
+                q = p.latency.quantiles([0.5, 0.9, 0.99])
+                latency = {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": float(p.latency.max)}
+            out.append({"window_start": start, "window_end": end, "latency_seconds": latency})
+        return out
+
     def model_quality(self, parts: Sequence[bytes]) -> dict[str, Any]:
         """Model quality from outcomes over the parts (kept apart, so segments and versions stay visible)."""
         from mlwatch.outcomes import quality
@@ -249,7 +261,7 @@ class _Handler:
 
 
 OPS = (
-    "ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows",
+    "ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "latency_windows",
     "model_quality", "ping",
 )
 

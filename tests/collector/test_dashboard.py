@@ -66,10 +66,29 @@ def test_dashboard_in_chromium(collector: RunningCollector, tmp_path: Path) -> N
     assert "<img" not in page.dom  # the model name is text, never markup
     drifted = re.findall(r'<tr class="feature-row drifted" data-feature="([^"]*)" data-drifted="true"', page.dom)
     assert sorted(drifted) == sorted(expected)
-    for chart in ("chart-drift", "chart-quality", "chart-calls", "chart-errors"):
+    for chart in ("chart-drift", "chart-quality", "chart-calls", "chart-errors", "chart-latency"):
         svg = page.dom.split(f'id="{chart}"', 1)[1].split("</svg>", 1)[0]
         assert "<rect" in svg or "<circle" in svg, chart
+    latency = page.dom.split('id="chart-latency"', 1)[1].split("</svg>", 1)[0]
+    assert re.findall(r'<polyline class="line" data-series="(p\d+)"', latency) == ["p50", "p99"]  # both lines, one point per window
+    assert latency.count("<circle") == 24
     assert shot.stat().st_size > 20_000
+
+
+def test_windows_with_latency(collector: RunningCollector) -> None:
+    """`/windows?latency=true` adds each window's latency quantiles: those of the window's merged profile."""
+    quoted = httpx.URL("/api/models/").join(MODEL.replace("/", "%2F")).raw_path.decode()
+    with collector.client() as client:
+        plain = client.get(f"{quoted}/windows", params={"start": 0}).json()["windows"]
+        timed = client.get(f"{quoted}/windows", params={"start": 0, "latency": "true"}).json()["windows"]
+        one = timed[5]
+        summary = client.get(f"{quoted}/profile", params={"start": one["window_start"], "end": one["window_end"]}).json()["profile"]
+    assert len(timed) == 12 and all("latency_seconds" not in w for w in plain)
+    assert [{k: v for k, v in w.items() if k != "latency_seconds"} for w in timed] == plain
+    for w in timed:
+        lat = w["latency_seconds"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"] < 0.2
+    assert one["latency_seconds"] == summary["latency_seconds"]
 
 
 def test_report_from_collector_url(collector: RunningCollector, tmp_path: Path) -> None:
@@ -98,12 +117,14 @@ def test_dashboard_without_models_in_chromium(tmp_path: Path) -> None:
 
 @needs_chromium
 def test_dashboard_caps_per_window_series(tmp_path: Path) -> None:
-    """A range with more windows than one API request allows draws the latest 240, without an error."""
+    """A range with more windows than one API request allows draws the latest 240, without an error (latency too)."""
     with RunningCollector(CollectorConfig(db=str(tmp_path / "many.db"), evaluate_interval=0)) as running, running.client() as client:
         windows = [make_profile(1_800_000_000.0 + 60 * i, model="many", n=40, seed=i).to_bytes() for i in range(260)]
         assert client.post("/v1/logs", content=otlp_request(windows), headers=PROTOBUF_HEADERS).status_code == 200
         assert client.put("/api/models/many/reference", content=windows[0]).status_code == 201
+        too_many = client.get("/api/models/many/windows", params={"start": 0, "latency": "true"})
         page = render(f"{running.url}/?model=many&range=21600", budget_ms=15000)
+    assert too_many.status_code == 400 and too_many.json()["error"] == "too_many_windows"  # latency is capped like per-window analysis
     assert page.console == []
     assert 'data-ready="1"' in page.dom
     message = page.dom.split('id="message">', 1)[1].split("</div>", 1)[0]
