@@ -28,6 +28,10 @@ mlwatch.configure(exporters=[LocalFileExporter("./data"), alerts])   # evaluated
   measures it).
 - **Never hurts the host**: a failing callback or notifier is counted in `mlwatch.health()`
   (``internal_errors["alert_callback"]`` / ``["alert_notify"]``), never raised.
+- **Anywhere the metrics are**: `Alerts.evaluate_metrics` applies the rules to one window's
+  `window_metrics` computed elsewhere; the collector (``mlwatch collector --alerts``) computes them
+  in its worker for fleet-merged windows and uses this engine (`mlwatch.collector.alerting`).
+  `metric_scope` tells model-level from per-feature metric names and rejects unknown ones.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ __all__ = [
     "FreshnessRule",
     "Notifier",
     "calibrate",
+    "metric_scope",
+    "reference_metric_table",
     "window_metrics",
 ]
 
@@ -164,10 +170,13 @@ class AlertRule:
 
 @dataclass(frozen=True)
 class FreshnessRule:
-    """Fires when `model` had no traffic (``signal="traffic"``) or no labels (``"labels"``) for `windows` windows."""
+    """Fires when `model` had no traffic (``signal="traffic"``) or no labels (``"labels"``) for `windows` windows.
+
+    ``model=None`` watches every model the engine has seen (one episode per model).
+    """
 
     name: str
-    model: str
+    model: str | None = None
     signal: Literal["traffic", "labels"] = "traffic"
     windows: int = 3
     callback: AlertCallback | None = None
@@ -178,8 +187,8 @@ class FreshnessRule:
             raise ConfigError(f"freshness rule {self.name!r}: signal must be 'traffic' or 'labels', got {self.signal!r}")
         if type(self.windows) is not int or self.windows < 1:
             raise ConfigError(f"freshness rule {self.name!r}: windows must be an integer >= 1, got {self.windows!r}")
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError(f"freshness rule {self.name!r}: model must be a model name")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ConfigError(f"freshness rule {self.name!r}: model must be a model name (or None: every model)")
 
 
 # ---------------------------------------------------------------------------- metrics of a window
@@ -191,20 +200,85 @@ def calibrate(values: Iterable[float], k: float = 3.0) -> float:
     return float(arr.mean() + k * arr.std(ddof=1))
 
 
-def reference_metric_values(metric: str, windows: Sequence[Profile], *, feature: str | None = None) -> list[float]:
-    """The metric of each reference window, drift metrics against the merge of the other windows."""
+def _reference_window_values(
+    metric: str, windows: Sequence[Profile], reference: Profile | None = None
+) -> Iterable[Mapping[str, float]]:
+    """``{feature or "": value}`` of `metric` per window; drift against `reference`, else the merge of the other windows."""
     from mlwatch.profile import merge
 
-    out: list[float] = []
     for i, w in enumerate(windows):
-        ref = merge([*windows[:i], *windows[i + 1 :]]) if metric.startswith("drift") and len(windows) > 1 else None
-        values = window_metrics(w, ref).get(metric, {})
+        ref = reference
+        if ref is None and metric.startswith("drift") and len(windows) > 1:
+            ref = merge([*windows[:i], *windows[i + 1 :]])
+        yield window_metrics(w, ref).get(metric, {})
+
+
+def reference_metric_values(metric: str, windows: Sequence[Profile], *, feature: str | None = None) -> list[float]:
+    """The metric of each reference window, drift metrics against the merge of the other windows."""
+    out: list[float] = []
+    for values in _reference_window_values(metric, windows):
         value = values.get(feature if feature is not None else _NO_FEATURE)
         if value is None and feature is None and values:
             value = max(values.values())
         if value is not None:
             out.append(value)
     return out
+
+
+def reference_metric_table(
+    metric: str, windows: Sequence[Profile], *, reference: Profile | None = None
+) -> dict[str, list[float]]:
+    """`metric` over reference windows, per feature (``""``: the model-level value), in one pass.
+
+    Drift metrics compare each window with `reference` when given (the reference the rule will
+    be evaluated against), else with the merge of the other windows (leave-one-out).
+    """
+    out: dict[str, list[float]] = {}
+    for values in _reference_window_values(metric, windows, reference):
+        for feature, value in values.items():
+            out.setdefault(feature, []).append(value)
+    return out
+
+
+#: Model-level metric names of `window_metrics` (``quality.<name>`` and ``metric.<name>.<stat>`` also).
+MODEL_METRICS = frozenset({"calls", "errors", "error_rate", "dropped", "latency.p50", "latency.p95", "latency.p99", "drift_share"})
+#: Per-feature metric names of `window_metrics` (``drift.<score>`` also).
+FEATURE_METRICS = frozenset({"missing_share", "type_mismatch_share", "drift"})
+DRIFT_SCORES = frozenset({"ks", "ks_p_value", "ks_resolution", "psi", "js", "wasserstein", "wasserstein_raw", "hellinger",
+                          "chi2", "chi2_p_value", "dof"})
+QUALITY_METRICS = frozenset({
+    "n_labeled", "accuracy", "precision", "recall", "f1", "positive_rate", "label_positive_rate", "fpr", "tpr",
+    "roc_auc", "roc_auc_error", "precision_weighted", "recall_weighted", "f1_weighted",
+    "mae", "mse", "rmse", "mape", "bias", "r2", "error_p05", "error_p50", "error_p95", "error_quantile_rank_error",
+    "n_queries", "k", "ndcg", "precision_at_k", "recall_at_k", "map",
+})
+_PROXY_STATS = ("count", "sum", "mean", "p50", "p95")
+
+
+def metric_scope(metric: str) -> Literal["model", "feature"]:
+    """Whether `window_metrics` gives `metric` per model or per feature; `ConfigError` for an unknown name."""
+    if metric in MODEL_METRICS:
+        return "model"
+    if metric in FEATURE_METRICS:
+        return "feature"
+    head, _, rest = metric.partition(".")
+    if head == "drift" and rest in DRIFT_SCORES:
+        return "feature"
+    if head == "quality" and (rest in QUALITY_METRICS or (
+        rest.endswith("]") and rest.partition("[")[0] in ("precision", "recall", "f1", "support") and "[" in rest
+    )):
+        return "model"
+    if head == "metric" and rest.rpartition(".")[0] and rest.rpartition(".")[2] in _PROXY_STATS:
+        return "model"
+    known = [*sorted(MODEL_METRICS | FEATURE_METRICS), "drift.<score>", "quality.<name>", "metric.<name>.<stat>"]
+    hint = ""
+    if head == "drift" and rest:
+        hint = f"; drift scores: {', '.join(sorted(DRIFT_SCORES))}"
+    elif head == "quality":
+        hint = f"; quality metrics: {', '.join(sorted(QUALITY_METRICS))}"
+    elif head == "metric":
+        hint = f"; proxy metrics are metric.<name>.<{'|'.join(_PROXY_STATS)}>"
+    raise ConfigError(f"unknown metric {metric!r} (known: {', '.join(known)}{hint})")
 
 
 def window_metrics(profile: Profile, reference: Profile | None = None) -> dict[str, dict[str, float]]:
@@ -304,27 +378,58 @@ class Alerts:
         now_ts = time.time() if now is None else now
         for p in sorted(profiles, key=lambda x: x.window_end or 0.0):
             metrics = window_metrics(p, self.reference.get(p.model))
-            with self._lock:
-                self._note_seen(p)
-                for rule in self.rules:
-                    if isinstance(rule, AlertRule) and (rule.model is None or rule.model == p.model):
-                        events.extend(self._apply(rule, p, metrics, now_ts))
+            labeled = p.quality.to_dict().get("n_labeled", 0.0) if p.quality is not None else 0.0
+            events.extend(self.evaluate_metrics(
+                p.model, metrics, segment=p.segment_key, window_start=p.window_start, window_end=p.window_end,
+                calls=max(p.calls, p.rows), labeled=labeled, now=now_ts,
+            ))
         events.extend(self.check_freshness(now_ts, dispatch=False))
         self._dispatch(events)
         return events
 
-    def _note_seen(self, p: Profile) -> None:
-        seen = self._seen.setdefault(p.model, _Seen())
-        if p.window_start is not None and p.window_end is not None:
-            seen.width = p.window_end - p.window_start
-        end = p.window_end if p.window_end is not None else time.time()
+    def evaluate_metrics(
+        self,
+        model: str,
+        metrics: Mapping[str, Mapping[str, float]],
+        *,
+        segment: str = "",
+        window_start: float | None = None,
+        window_end: float | None = None,
+        calls: int = 0,
+        labeled: float = 0.0,
+        now: float | None = None,
+        rules: Sequence[AlertRule] | None = None,
+    ) -> list[Alert]:
+        """Apply the rules to one window's metrics (``window_metrics`` output, computed anywhere).
+
+        The window is also noted for freshness (`calls`, the calls or rows profiled, and `labeled`
+        say whether it had traffic and labels). `rules` replaces the engine's own threshold rules for this call (the collector
+        passes rules with thresholds calibrated per model and feature). Nothing is dispatched:
+        the caller gets the alerts.
+        """
+        now_ts = time.time() if now is None else now
+        chosen = [r for r in self.rules if isinstance(r, AlertRule)] if rules is None else rules
+        out: list[Alert] = []
+        with self._lock:
+            self._note_seen(model, window_start, window_end, calls, labeled)
+            for rule in chosen:
+                if rule.model is None or rule.model == model:
+                    out.extend(self._apply(rule, model, segment, window_end, metrics, now_ts))
+        return out
+
+    def _note_seen(self, model: str, window_start: float | None, window_end: float | None, calls: int, labeled: float) -> None:
+        seen = self._seen.setdefault(model, _Seen())
+        if window_start is not None and window_end is not None:
+            seen.width = window_end - window_start
+        end = window_end if window_end is not None else time.time()
         seen.first_end = end if seen.first_end is None else min(seen.first_end, end)
-        if p.calls:
+        if calls:
             seen.traffic_end = end if seen.traffic_end is None else max(seen.traffic_end, end)
-        if p.quality is not None and p.quality.to_dict().get("n_labeled", 0) > 0:
+        if labeled > 0:
             seen.labels_end = end if seen.labels_end is None else max(seen.labels_end, end)
 
-    def _apply(self, rule: AlertRule, p: Profile, metrics: Mapping[str, Mapping[str, float]], now: float) -> list[Alert]:
+    def _apply(self, rule: AlertRule, model: str, segment: str, window_end: float | None,
+               metrics: Mapping[str, Mapping[str, float]], now: float) -> list[Alert]:
         values = metrics.get(rule.metric)
         if values is None:
             return []
@@ -336,30 +441,29 @@ class Alerts:
             targets = {f: values[f] for f in rule.features if f in values}
         out: list[Alert] = []
         for feature, value in targets.items():
-            key = (rule.name, p.model, p.segment_key, feature)
+            key = (rule.name, model, segment, feature)
             ep = self._episodes.setdefault(key, _Episode())
             feat = feature or None
             if rule.breached(value):
                 ep.streak += 1
                 if not ep.firing and ep.streak >= rule.for_windows and now - ep.last_fired >= rule.cooldown:
                     ep.firing, ep.last_fired = True, now
-                    out.append(self._alert(rule.name, p.model, rule.metric, "firing", value, rule.threshold, feat, p))
+                    out.append(self._alert(rule.name, model, rule.metric, "firing", value, rule.threshold, feat, segment, window_end))
             else:
                 ep.streak = 0
                 if ep.firing:
                     ep.firing = False
-                    out.append(self._alert(rule.name, p.model, rule.metric, "resolved", value, rule.threshold, feat, p))
+                    out.append(self._alert(rule.name, model, rule.metric, "resolved", value, rule.threshold, feat, segment, window_end))
         return out
 
     @staticmethod
     def _alert(rule: str, model: str, metric: str, state: Literal["firing", "resolved"], value: float,
-               threshold: float | None, feature: str | None, p: Profile | None) -> Alert:
+               threshold: float | None, feature: str | None, segment: str, window_end: float | None) -> Alert:
         where = f" feature {feature!r}" if feature else ""
-        seg = f" [{p.segment_key}]" if p is not None and p.segment_key else ""
+        seg = f" [{segment}]" if segment else ""
         verb = "fired" if state == "firing" else "resolved"
         msg = f"{rule} {verb}: {model}{seg}{where} {metric}={value:.4g} (threshold {threshold})"
-        return Alert(rule, model, metric, state, value, threshold, feature, p.segment_key if p else "",
-                     p.window_end if p else None, msg)
+        return Alert(rule, model, metric, state, value, threshold, feature, segment, window_end, msg)
 
     def check_freshness(self, now: float | None = None, *, dispatch: bool = True) -> list[Alert]:
         """Fire (or resolve) freshness rules: no traffic or no labels for N windows before `now`."""
@@ -369,25 +473,33 @@ class Alerts:
             for rule in self.rules:
                 if not isinstance(rule, FreshnessRule):
                     continue
-                seen = self._seen.setdefault(rule.model, _Seen())
-                last = seen.traffic_end if rule.signal == "traffic" else seen.labels_end
-                if last is None:  # never seen: count from the first window we heard of the model
-                    last = seen.first_end
-                if last is None:
-                    continue
-                stale = math.floor((now_ts - last) / seen.width) if seen.width > 0 else 0
-                ep = self._episodes.setdefault((rule.name, rule.model, "", ""), _Episode())
-                if stale >= rule.windows and not ep.firing:
-                    ep.firing, ep.last_fired = True, now_ts
-                    out.append(Alert(rule.name, rule.model, f"freshness.{rule.signal}", "firing", float(stale), float(rule.windows),
-                                     message=f"{rule.name} fired: {rule.model} had no {rule.signal} for {stale} windows"))
-                elif stale < rule.windows and ep.firing:
-                    ep.firing = False
-                    out.append(Alert(rule.name, rule.model, f"freshness.{rule.signal}", "resolved", float(stale), float(rule.windows),
-                                     message=f"{rule.name} resolved: {rule.model} has {rule.signal} again"))
+                for model in [rule.model] if rule.model is not None else sorted(self._seen):
+                    alert = self._freshness(rule, model, now_ts)
+                    if alert is not None:
+                        out.append(alert)
         if dispatch:
             self._dispatch(out)
         return out
+
+    def _freshness(self, rule: FreshnessRule, model: str, now: float) -> Alert | None:
+        seen = self._seen.setdefault(model, _Seen())
+        last = seen.traffic_end if rule.signal == "traffic" else seen.labels_end
+        if last is None:  # never seen: count from the first window we heard of the model
+            last = seen.first_end
+        if last is None:
+            return None
+        stale = math.floor((now - last) / seen.width) if seen.width > 0 else 0
+        ep = self._episodes.setdefault((rule.name, model, "", ""), _Episode())
+        metric = f"freshness.{rule.signal}"
+        if stale >= rule.windows and not ep.firing:
+            ep.firing, ep.last_fired = True, now
+            return Alert(rule.name, model, metric, "firing", float(stale), float(rule.windows), window_end=last,
+                         message=f"{rule.name} fired: {model} had no {rule.signal} for {stale} windows")
+        if stale < rule.windows and ep.firing:
+            ep.firing = False
+            return Alert(rule.name, model, metric, "resolved", float(stale), float(rule.windows), window_end=last,
+                         message=f"{rule.name} resolved: {model} has {rule.signal} again")
+        return None
 
     def _dispatch(self, events: list[Alert]) -> None:
         """Callbacks first (they act: fallback, retrain), then notifiers; failures are counted."""

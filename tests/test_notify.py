@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socketserver
 import threading
 from collections.abc import Iterator
-from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from notify_servers import SmtpServer
 
 import mlwatch
 from mlwatch._health import HEALTH
@@ -49,50 +48,11 @@ def hook_url() -> Iterator[str]:
     server.server_close()
 
 
-class _Smtp(socketserver.StreamRequestHandler):
-    """Just enough SMTP (RFC 5321) for smtplib: EHLO, MAIL, RCPT, DATA, QUIT."""
-
-    messages: ClassVar[list[bytes]] = []
-
-    def reply(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self) -> None:
-        self.reply("220 localhost test smtp")
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            cmd = line.decode().strip().upper()
-            if cmd.startswith(("EHLO", "HELO")):
-                self.reply("250 localhost")
-            elif cmd.startswith(("MAIL", "RCPT", "RSET", "NOOP")):
-                self.reply("250 OK")
-            elif cmd == "DATA":
-                self.reply("354 end with .")
-                data = b""
-                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
-                    data += chunk
-                type(self).messages.append(data)
-                self.reply("250 queued")
-            elif cmd == "QUIT":
-                self.reply("221 bye")
-                return
-            else:
-                self.reply("502 not implemented")
-
-
 @pytest.fixture
-def smtp_port() -> Iterator[int]:
+def smtp() -> Iterator[SmtpServer]:
     """A local SMTP server, stopped after the test."""
-    _Smtp.messages = []
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Smtp)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with SmtpServer() as server:
+        yield server
 
 
 def _alert() -> Alert:
@@ -127,32 +87,32 @@ def test_webhook_unreachable_times_out() -> None:
         Webhook("http://127.0.0.1:9/hook", retries=1, backoff=0.01, timeout=0.5).send([_alert()])
 
 
-def test_email_over_local_smtp(smtp_port: int) -> None:
+def test_email_over_local_smtp(smtp: SmtpServer) -> None:
     """Alerts arrive as e-mail through a real SMTP conversation."""
-    Email("127.0.0.1", "mlwatch@example.org", ["oncall@example.org"], port=smtp_port, timeout=5.0).send([_alert()])
-    assert len(_Smtp.messages) == 1
-    msg = message_from_bytes(_Smtp.messages[0])
+    Email("127.0.0.1", "mlwatch@example.org", ["oncall@example.org"], port=smtp.port, timeout=5.0).send([_alert()])
+    assert len(smtp.messages) == 1
+    msg = smtp.parsed()[0]
     assert msg["Subject"] == "[mlwatch] 1 alert(s) firing" and msg["To"] == "oncall@example.org"
     assert "errors fired" in msg.get_payload()
 
 
-def test_scheduled_summary(smtp_port: int, hook_url: str) -> None:
+def test_scheduled_summary(smtp: SmtpServer, hook_url: str) -> None:
     """The scheduled summary sends every model's health to every channel."""
     p = mlwatch.Profile("fraud", window_start=0.0, window_end=60.0)
     p.calls = 100
     p.errors["ValueError"] = 2
-    email = Email("127.0.0.1", "mlwatch@example.org", ["team@example.org"], port=smtp_port, timeout=5.0)
+    email = Email("127.0.0.1", "mlwatch@example.org", ["team@example.org"], port=smtp.port, timeout=5.0)
     schedule = SummarySchedule(lambda: summary_text([p]), [email, Webhook(hook_url, timeout=2.0)], interval=0.05).start()
     try:
         deadline = threading.Event()
         for _ in range(100):
-            if _Smtp.messages and _Hook.received:
+            if smtp.messages and _Hook.received:
                 break
             deadline.wait(0.05)
     finally:
         schedule.stop()
     assert "fraud: 100 calls, error rate 2.00%" in _Hook.received[0]["text"]
-    assert b"fraud: 100 calls" in _Smtp.messages[0]
+    assert b"fraud: 100 calls" in smtp.messages[0]
 
 
 def test_bad_notifier_config() -> None:

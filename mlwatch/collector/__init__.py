@@ -8,7 +8,8 @@ Modules, one job each: `config` (validated settings), `auth` (bearer tokens), `l
 gzip, concurrency), `otlp_decode` (OTLP logs in protobuf/JSON), `worker` (the supervised process
 that runs every native sketch operation), `store`/`migrations`/`sql_store`/`sqlite_store`/
 `postgres_store` (storage), `query` (range planning and rollups), `ingest` and `api` (HTTP routes),
-`metrics` and `evaluator` (Prometheus exposition and periodic drift), `openapi`, `app`, `server`, `cli`.
+`metrics` and `evaluator` (Prometheus exposition and periodic drift), `alerts_config` and `alerting`
+(alert rules, channels and summary), `openapi`, `app`, `server`, `cli`.
 """
 
 from __future__ import annotations

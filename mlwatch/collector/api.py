@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mlwatch.collector.app import CollectorState
 
 __all__ = [
+    "alerts",
     "delete_reference",
     "drift",
     "drift_windows",
@@ -225,6 +226,16 @@ async def _window_latency(state: CollectorState, model: str, start: float, end: 
         for w in await _work(state, "latency_windows", wins):
             if w["window_start"] in merged:
                 merged[w["window_start"]]["latency_seconds"] = w["latency_seconds"]
+
+
+async def alerts(request: Request) -> Response:
+    """Firing alerts and recent alert events (newest first), optionally of one ``model``."""
+    state = _state(request)
+    model = request.query_params.get("model") or None
+    limit = _int(request, "limit", 100, 1, 100_000)
+    if state.alerts is None:
+        return JSONResponse({"configured": False, "firing": [], "events": []})
+    return JSONResponse(state.alerts.snapshot(model, limit))
 
 
 # ============================================================================ analysis

@@ -1,7 +1,8 @@
 """The Starlette application: routes, error handling, request metrics and the collector's lifetime.
 
 `create_app(config)` is cheap; the store, the two worker pools (ingest and query, kept apart so a
-slow drift query never delays ingest) and the evaluator start in the lifespan and stop with it.
+slow drift query never delays ingest), the evaluator and the alert delivery threads (when an
+alerts file is configured) start in the lifespan and stop with it.
 Every `HttpError` (and Starlette's own 404/405) becomes a JSON error body; an unexpected exception
 becomes a 500 with a JSON body and a log line, never a traceback to the client.
 """
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlwatch.collector import api, dashboard, ingest
+from mlwatch.collector.alerting import CollectorAlerts
 from mlwatch.collector.auth import TokenAuth
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.errors import HttpError, error_body
@@ -51,6 +53,10 @@ class CollectorState:
         self.reader = RangeReader(store, self.query_pool)
         self.metrics = CollectorMetrics(live=self._live)
         self.evaluator = Evaluator(self, config.evaluate_interval)
+        self.alerts: CollectorAlerts | None = None
+        if config.alerts is not None:
+            self.alerts = CollectorAlerts(self, config.alerts)
+            self.metrics.registry.register(self.alerts.prometheus())
 
     def _live(self) -> dict[str, float]:
         out: dict[str, float] = {
@@ -65,6 +71,8 @@ class CollectorState:
         return out
 
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.stop()
         self.ingest_pool.stop()
         self.query_pool.stop()
         self.store.close()
@@ -132,6 +140,7 @@ ROUTES = [
     Route("/openapi.json", _openapi, methods=["GET"]),
     Route("/api/services", api.services, methods=["GET"]),
     Route("/api/models", api.models, methods=["GET"]),
+    Route("/api/alerts", api.alerts, methods=["GET"]),
     Route("/api/models/{model}/versions", api.versions, methods=["GET"]),
     Route("/api/models/{model}/features", api.features, methods=["GET"]),
     Route("/api/models/{model}/windows", api.windows, methods=["GET"]),
@@ -155,6 +164,8 @@ def create_app(config: CollectorConfig, store: Store | None = None) -> Starlette
         db = store if store is not None else await anyio.to_thread.run_sync(open_store, config.db)
         state = CollectorState(config, db)
         app.state.collector = state
+        if state.alerts is not None:
+            state.alerts.start()
         state.evaluator.start()
         try:
             yield

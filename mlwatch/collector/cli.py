@@ -1,6 +1,6 @@
 """``mlwatch collector``: serve, or manage reference profiles in the collector's database.
 
-    mlwatch collector [--host 127.0.0.1] [--port 4318] [--db PATH | postgresql://...] [...]
+    mlwatch collector [--host 127.0.0.1] [--port 4318] [--db PATH | postgresql://...] [--alerts alerts.toml] [...]
     mlwatch collector reference add ref.mlw --model fraud [--db ...]
     mlwatch collector reference show --model fraud [--db ...]
     mlwatch collector reference delete --model fraud [--db ...]
@@ -30,6 +30,7 @@ from mlwatch.collector.config import (
 __all__ = ["build_parser", "config_from_args", "main"]
 
 ENV_DB = "MLWATCH_COLLECTOR_DB"
+ENV_ALERTS = "MLWATCH_COLLECTOR_ALERTS"
 
 
 def _db_default() -> str:
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrency", type=int, default=4, help="ingest requests decoded at once before 429")
     parser.add_argument("--evaluate-interval", type=float, default=60.0, help="seconds between drift evaluations for /metrics (0: off)")
     parser.add_argument("--moving-reference-windows", type=int, default=60, help="windows in the moving reference")
+    parser.add_argument("--alerts", default=os.environ.get(ENV_ALERTS),
+                        help=f"alerts TOML file: rules, channels, summary (default: ${ENV_ALERTS}); see docs/collector.md")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command")
     ref = sub.add_parser("reference", help="manage the reference profile of a model")
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> CollectorConfig:
     """Validated settings from parsed arguments and the environment (raises `ConfigError`)."""
+    alerts = None
+    if args.alerts:
+        from mlwatch.collector.alerts_config import load_alerts_config
+
+        alerts = load_alerts_config(args.alerts)
     return CollectorConfig(
         host=args.host,
         port=args.port,
@@ -87,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         evaluate_interval=args.evaluate_interval,
         moving_reference_windows=args.moving_reference_windows,
         test_hooks=os.environ.get(ENV_TEST_HOOKS) == "1",
+        alerts=alerts,
     )
 
 

@@ -12,9 +12,13 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mlwatch._errors import ConfigError
 from mlwatch._wire import WireLimits
+
+if TYPE_CHECKING:
+    from mlwatch.collector.alerts_config import AlertsConfig
 
 __all__ = [
     "DEFAULT_PORT",
@@ -107,6 +111,8 @@ class CollectorConfig:
     - ``evaluate_interval``: seconds between drift evaluations exported on ``/metrics`` (0: off).
     - ``moving_reference_windows``: windows merged into the moving reference when a model has no uploaded one.
     - ``max_windows_per_query``: cap on per-window drift/quality series in one request.
+    - ``alerts``: alert rules, channels and summary (`mlwatch.collector.alerts_config.load_alerts_config`),
+      evaluated every ``evaluate_interval`` seconds; None: no alerts.
     """
 
     host: str = "127.0.0.1"
@@ -126,6 +132,7 @@ class CollectorConfig:
     moving_reference_windows: int = 60
     max_windows_per_query: int = 240
     test_hooks: bool = False
+    alerts: AlertsConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
@@ -157,6 +164,13 @@ class CollectorConfig:
                 raise ConfigError(f"{name} must be a number of seconds in (0, 86400], got {value!r}")
         if not isinstance(self.evaluate_interval, (int, float)) or not 0 <= self.evaluate_interval <= 86400:
             raise ConfigError(f"evaluate_interval must be in [0, 86400] seconds, got {self.evaluate_interval!r}")
+        if self.alerts is not None:
+            from mlwatch.collector.alerts_config import AlertsConfig
+
+            if not isinstance(self.alerts, AlertsConfig):
+                raise ConfigError(f"alerts must be an AlertsConfig (load_alerts_config(path)), got {type(self.alerts).__name__}")
+            if self.evaluate_interval == 0:
+                raise ConfigError("alert rules are evaluated by the evaluator: evaluate_interval must be > 0 when alerts are configured")
         if self.limits.max_kll_k > 1024 or self.limits.max_freq_lg > 16 or self.limits.max_hll_lg > 16:
             raise ConfigError("sketch limits may only be tightened (KLL k <= 1024, frequent-items and HLL lg <= 16)")
 

@@ -1,6 +1,7 @@
 """The collector's live dashboard at ``/``: one static HTML page that polls the collector's JSON API.
 
-What: pick a model and a time range; the page shows calls, errors and latency (p50, p99) per window, the share of
+What: pick a model and a time range; the page shows the collector's firing alerts (every model,
+when alert rules are configured), calls, errors and latency (p50, p99) per window, the share of
 drifted features and data-quality problems per window (each window against the model's
 reference), the merged range's per-feature drift verdicts, its quality issues and latency
 quantiles, refreshed every few seconds.
@@ -37,6 +38,7 @@ table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;over
 th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}td.worse{color:#b3191b;font-weight:600;background:#fde2e2}tr.drifted td:first-child{border-left:4px solid #d62728}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}.bad .badge,.badge.bad{background:#fde2e2;color:#b3191b}.badge.good{background:#e0f3e0;color:#1f7a1f}
 #status{font-size:12px;color:#c8d0dc}#message{color:#b3191b;margin:8px 0}.muted{color:#889;font-size:12px}
+tr.alert-row td:first-child{border-left:4px solid #d62728}
 </style></head>
 <body>
 <header><h1>mlwatch</h1>
@@ -54,6 +56,8 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 <div class="stat" id="stat-calls"><div class="label">Calls</div><div class="value">&ndash;</div><div class="muted"></div></div>
 <div class="stat" id="stat-latency"><div class="label">Latency p50 / p99</div><div class="value">&ndash;</div><div class="muted"></div></div>
 </div>
+<section id="alerts-section" hidden><h2>Firing alerts <small id="alerts-note"></small></h2>
+<table id="alerts"><thead><tr><th>rule</th><th>model</th><th>feature</th><th>metric</th><th>value</th><th>threshold</th><th>since</th></tr></thead><tbody></tbody></table></section>
 <h2>Over time <small id="range-note"></small></h2>
 <div class="grid">
 <div class="card"><h3>Share of drifted features per window</h3><svg class="chart" id="chart-drift" viewBox="0 0 420 150"></svg></div>
@@ -167,7 +171,23 @@ th{background:#eef0f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
       return tr;
     });
   }
+  function firingAlerts(){
+    // Alert rules evaluated by the collector (--alerts): every model's firing alerts; hidden without rules.
+    return api("/api/alerts").then(function(body){
+      var list = body.firing || [];
+      $("alerts-section").hidden = !body.configured;
+      $("alerts-note").textContent = list.length ? list.length + " firing, all models" : "none firing";
+      rows($("alerts").tBodies[0], list, function(a){
+        var tr = el("tr", undefined, "alert-row");
+        [a.rule, a.model, a.feature || DASH, a.metric].forEach(function(t){ tr.appendChild(el("td", t)); });
+        tr.appendChild(el("td", fmt(a.value), "num")); tr.appendChild(el("td", fmt(a.threshold), "num"));
+        tr.appendChild(el("td", hhmm(a.since) + " UTC"));
+        return tr;
+      });
+    }).catch(function(){ $("alerts-section").hidden = true; });
+  }
   function refresh(){
+    firingAlerts();
     var model = $("model").value;
     if (!model) return Promise.resolve();
     var base = "/api/models/" + encodeURIComponent(model);

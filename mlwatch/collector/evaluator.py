@@ -1,10 +1,11 @@
-"""The periodic job behind ``/metrics`` drift gauges, which also keeps rollups warm.
+"""The periodic job behind ``/metrics`` drift gauges and alert rules, which also keeps rollups warm.
 
 Every `interval` seconds, for each model: evaluate drift of its latest window (merged across
 instances and series) against its reference (uploaded, else moving) and publish the result to
 `CollectorMetrics.drift_results`; then make sure the previous complete hour and day are rolled
-up, so range queries over them read one stored profile instead of hundreds. Failures are logged
-and counted, never raised: the loop keeps going.
+up, so range queries over them read one stored profile instead of hundreds. Then, when an alerts
+file is configured, evaluate the alert rules on the windows completed since the last pass
+(`mlwatch.collector.alerting`). Failures are logged and counted, never raised: the loop keeps going.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class Evaluator:
                 continue
             state.metrics.evaluations += 1
             state.metrics.drift_results[model] = result
+        if state.alerts is not None:
+            await state.alerts.evaluate([m["model"] for m in models], time.time())
 
     async def _drift_latest(self, model: str) -> dict[str, Any]:
         state = self.state

@@ -63,6 +63,23 @@ _OTLP_BODY = {
 }
 
 
+_ALERT_FIELDS: dict[str, Any] = {
+    "rule": {"type": "string"}, "model": {"type": "string"}, "metric": {"type": "string"},
+    "state": {"enum": ["firing", "resolved"]}, "value": {"type": ["number", "null"]}, "threshold": {"type": ["number", "null"]},
+    "feature": {"type": ["string", "null"]}, "segment": {"type": "string"}, "window_end": {"type": ["number", "null"]},
+    "message": {"type": "string"}}
+_ALERTS: dict[str, Any] = {"type": "object", "required": ["configured", "firing", "events"], "properties": {
+    "configured": {"type": "boolean", "description": "false when the collector runs without --alerts"},
+    "firing": {"type": "array", "items": {"type": "object", "properties": {**_ALERT_FIELDS, "since": {"type": "number"}}}},
+    "events": {"type": "array", "items": {"type": "object", "properties": {**_ALERT_FIELDS, "at": {"type": "number"}}}},
+    "rules": {"type": "array", "items": {"type": "object"}},
+    "channels": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "type": {"enum": ["webhook", "email"]}, "sent": {"type": "integer"}, "failed": {"type": "integer"},
+        "dropped": {"type": "integer"}, "last_error": {"type": ["string", "null"]}, "last_sent_at": {"type": ["number", "null"]}}}},
+    "summary": {"type": ["object", "null"]},
+    "windows_evaluated": {"type": "integer"}, "evaluation_errors": {"type": "integer"}}}
+
+
 def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(401, *errors)}}}
 
@@ -86,11 +103,17 @@ def openapi_schema() -> dict[str, Any]:
         }},
         "/health": {"get": {"summary": "liveness, stored counts and worker health (no token needed)",
                             "responses": {"200": _json("collector health")}}},
-        "/metrics": {"get": {"summary": "Prometheus text exposition: collector health and latest drift per feature",
+        "/metrics": {"get": {"summary": "Prometheus text exposition: collector health, latest drift per feature, alert firing gauges",
                              "responses": {"200": {"description": "text/plain; version=0.0.4"}, **_errors(401)}}},
         "/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json("OpenAPI 3.1")}}},
         "/api/services": _get("services that sent profiles", [], _json("services")),
         "/api/models": _get("models with stored profiles", [], _json("models")),
+        "/api/alerts": _get(
+            "alert rules evaluated in the collector: firing alerts, recent events (newest first), rules, channels",
+            [_param("model", "only this model's alerts and events"),
+             _param("limit", "at most this many events (default 100)", {"type": "integer", "minimum": 1})],
+            _json("alerts", _ALERTS), 400,
+        ),
         "/api/models/{model}/versions": _get("versions of a model", [_MODEL], _json("versions"), 404),
         "/api/models/{model}/features": _get(
             "input and output columns of a model", [_MODEL, _param("version", "only this version")], _json("features"), 404

@@ -11,7 +11,8 @@ every call carries the bytes it needs and returns plain data (dicts, bytes), so 
 nothing but the call in flight. Operations (`OPS`): ``ingest`` (validate and decode one untrusted
 profile, return its identity; ``ingest_batch`` for a request's records at once), ``describe`` (the same for an uploaded reference), ``merge`` (stored parts into one profile's bytes), ``summary``,
 ``drift``, ``quality`` (over merged parts, against merged reference parts) and the per-window
-``drift_windows``/``quality_windows``.
+``drift_windows``/``quality_windows``; for alert rules, ``alert_metrics`` (every alertable metric
+of each window), ``calibrate`` (thresholds from reference windows) and ``health_summary``.
 """
 
 from __future__ import annotations
@@ -256,13 +257,48 @@ class _Handler:
         return {"overall": clean(mq.to_dict()), "segments": {k: clean(v) for k, v in mq.segments().items()},
                 "versions": {k: clean(v) for k, v in mq.versions().items()}}
 
+    def alert_metrics(
+        self, reference: Sequence[bytes], windows: Sequence[tuple[float, float, Sequence[bytes]]]
+    ) -> list[dict[str, Any]]:
+        """`mlwatch.alerts.window_metrics` of each window merged across series (drift against `reference` if any)."""
+        from mlwatch.alerts import window_metrics
+
+        ref = _merge_parts(reference) if reference else None
+        out = []
+        for start, end, parts in windows:
+            p = _merge_parts(parts)
+            labeled = p.quality.to_dict().get("n_labeled", 0.0) if p.quality is not None else 0.0
+            out.append({"window_start": start, "window_end": end, "calls": max(p.calls, p.rows), "labeled": labeled,
+                        "metrics": window_metrics(p, ref)})
+        return out
+
+    def calibrate(
+        self, reference: Sequence[bytes], windows: Sequence[Sequence[bytes]], metric: str, k: float
+    ) -> dict[str, float]:
+        """mean + k·sigma of `metric` over the windows, per feature (``""``: model level); features with too few values are left out."""
+        from mlwatch.alerts import calibrate, reference_metric_table
+
+        ref = _merge_parts(reference) if reference else None
+        table = reference_metric_table(metric, [_merge_parts(parts) for parts in windows], reference=ref)
+        out: dict[str, float] = {}
+        for feature, values in table.items():
+            if sum(1 for v in values if math.isfinite(v)) >= 2:
+                out[feature] = calibrate(values, k)
+        return out
+
+    def health_summary(self, parts: Sequence[bytes], title: str) -> str:
+        """`mlwatch.notify.summary_text` over stored parts of any models."""
+        from mlwatch.notify import summary_text
+
+        return summary_text((_decode(p) for p in parts), title=title)
+
     def ping(self) -> int:
         return os.getpid()
 
 
 OPS = (
     "ingest", "ingest_batch", "describe", "merge", "summary", "drift", "quality", "drift_windows", "quality_windows", "latency_windows",
-    "model_quality", "ping",
+    "model_quality", "alert_metrics", "calibrate", "health_summary", "ping",
 )
 
 
