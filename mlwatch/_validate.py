@@ -211,32 +211,32 @@ def validate_kll_doubles(data: bytes, *, max_k: int = 1024) -> None:
         _fail(_KLL, "n", f"{total_weight} (the weight of the retained items)", n)
 
     values = np.frombuffer(buf, dtype="<f8", count=2 + num_retained, offset=items_start)
-    nan_at = np.flatnonzero(np.isnan(values))
-    if nan_at.size:
-        where = ("min", "max")[int(nan_at[0])] if nan_at[0] < 2 else f"item {int(nan_at[0]) - 2}"
-        _fail(_KLL, where, "a number", "NaN")
     min_value = float(values[0])
     max_value = float(values[1])
+    items = values[2:]
+    lowest = float(items.min())  # NaN when any item is NaN
+    highest = float(items.max())
+    if math.isnan(min_value) or math.isnan(max_value) or math.isnan(lowest):
+        nan_at = int(np.flatnonzero(np.isnan(values))[0])
+        _fail(_KLL, ("min", "max")[nan_at] if nan_at < 2 else f"item {nan_at - 2}", "a number", "NaN")
     if min_value > max_value:
         _fail(_KLL, "min", f"<= max ({max_value!r})", min_value)
-    items = values[2:]
-    lowest = float(items.min())
-    highest = float(items.max())
     if lowest < min_value:
         _fail(_KLL, "items", f"none below min ({min_value!r})", lowest)
     if highest > max_value:
         _fail(_KLL, "items", f"none above max ({max_value!r})", highest)
-    # every level above 0 is sorted (and level 0 too when its flag says so)
-    descents = np.flatnonzero(items[1:] < items[:-1])
-    if descents.size:
-        starts = np.asarray(levels[:-1], dtype=np.int64) - levels[0]
-        # the level holding both items[i] and items[i+1], -1 if i+1 starts a new level
-        left = np.searchsorted(starts, descents, side="right") - 1
-        right = np.searchsorted(starts, descents + 1, side="right") - 1
-        bad = descents[(left == right) & ((left > 0) | level_zero_sorted)]
-        if bad.size:
-            idx = int(bad[0])
-            level = int(np.searchsorted(starts, idx, side="right") - 1)
+    # every level above 0 is sorted (and level 0 too when its flag says so): a descent between
+    # neighbours is allowed only where a new level starts
+    first = 0 if level_zero_sorted else levels[1] - levels[0]
+    checked = items[first:]
+    if checked.shape[0] > 1:
+        descent = checked[1:] < checked[:-1]
+        level_starts = np.asarray(levels[1:-1], dtype=np.intp) - (levels[0] + first)
+        boundary = level_starts - 1
+        descent[boundary[(boundary >= 0) & (boundary < descent.shape[0])]] = False
+        if descent.any():
+            idx = int(np.flatnonzero(descent)[0]) + first
+            level = int(np.searchsorted(np.asarray(levels[:-1], dtype=np.intp) - levels[0], idx, side="right") - 1)
             _fail(_KLL, f"level {level}", "items in ascending order", f"item {idx + 1} < item {idx}")
 
 
