@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDENTITY",
+    "JDBC_JAR_ENV",
     "PROFILE_ROLE",
     "ROW_SCHEMA",
+    "collector_jdbc_url",
     "drift_by_window",
     "merge_rows",
     "profile_rows",
@@ -402,6 +405,99 @@ def read_otlp_json(spark: SparkSession, path: str | Sequence[str], **kwargs: Any
 
 _COLLECTOR_QUERY = "SELECT payload FROM profiles"
 
+#: Environment variable naming the JDBC driver jar(s) for `read_collector` (``os.pathsep``-separated).
+JDBC_JAR_ENV = "MLWATCH_SPARK_JDBC_JAR"
+
+#: The JDBC drivers of the collector's two databases: URL prefix -> (driver class, Debian package,
+#: the jar that package installs, Maven coordinate for ``spark.jars.packages``).
+_JDBC_DRIVERS = {
+    "jdbc:postgresql:": ("org.postgresql.Driver", "libpostgresql-jdbc-java", "/usr/share/java/postgresql.jar", "org.postgresql:postgresql"),
+    "jdbc:sqlite:": ("org.sqlite.JDBC", "libxerial-sqlite-jdbc-java", "/usr/share/java/sqlite-jdbc.jar", "org.xerial:sqlite-jdbc"),
+}
+
+
+def collector_jdbc_url(database: str) -> tuple[str, dict[str, str]]:
+    """The JDBC URL and connection options (user, password) for a collector database URL.
+
+    ``postgresql://user:secret@host:5432/db?sslmode=require`` (the form ``mlwatch collector --db``
+    takes) becomes ``jdbc:postgresql://host:5432/db?sslmode=require`` with ``user`` and
+    ``password`` as options (query parameters pass through: pgjdbc reads ``sslmode``, ``options``
+    and ``currentSchema`` like libpq); a ``jdbc:`` URL is returned as it is.
+    """
+    if database.startswith("jdbc:"):
+        return database, {}
+    if not database.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"not a JDBC or PostgreSQL URL: {database!r} (a SQLite file is read as jdbc:sqlite:/path/to/file.db)")
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(database)
+    host = parts.hostname or "localhost"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    url = f"jdbc:postgresql://{host}:{parts.port or 5432}{parts.path or '/'}"
+    if parts.query:
+        url += f"?{parts.query}"
+    options: dict[str, str] = {}
+    if parts.username is not None:
+        options["user"] = unquote(parts.username)
+    if parts.password is not None:
+        options["password"] = unquote(parts.password)
+    return url, options
+
+
+def _jdbc_driver(url: str) -> tuple[str, str, str, str] | None:
+    return next((d for prefix, d in _JDBC_DRIVERS.items() if url.startswith(prefix)), None)
+
+
+def _missing_driver(url: str, reason: str) -> ConfigError:
+    driver = _jdbc_driver(url)
+    scheme = url.split(":", 2)[1] if url.count(":") >= 2 else url
+    if driver is None:
+        return ConfigError(
+            f"no JDBC driver for {scheme!r} URLs on Spark's classpath ({reason}): pass jdbc_jar=/path/to/driver.jar, "
+            f"set {JDBC_JAR_ENV}, or start Spark with spark.jars"
+        )
+    cls, package, jar, maven = driver
+    return ConfigError(
+        f"the {scheme} JDBC driver ({cls}) is not on Spark's classpath ({reason}): install Debian's {package} "
+        f"(apt-get install {package}; it installs {jar}), or pass jdbc_jar=/path/to/driver.jar, set {JDBC_JAR_ENV}, "
+        f"or start Spark with spark.jars.packages={maven}:<version>"
+    )
+
+
+def _jdbc_jars(url: str, jdbc_jar: str | Sequence[str] | None) -> list[str]:
+    """The jar(s) to add: `jdbc_jar`, else $MLWATCH_SPARK_JDBC_JAR, else the Debian package's jar if installed."""
+    if jdbc_jar is not None:
+        jars, source = ([jdbc_jar] if isinstance(jdbc_jar, str) else list(jdbc_jar)), "jdbc_jar"
+    elif os.environ.get(JDBC_JAR_ENV):
+        jars, source = [j for j in os.environ[JDBC_JAR_ENV].split(os.pathsep) if j], JDBC_JAR_ENV
+    else:
+        driver = _jdbc_driver(url)
+        return [driver[2]] if driver is not None and os.path.isfile(driver[2]) else []
+    for jar in jars:
+        if not os.path.isfile(jar):
+            raise _missing_driver(url, f"{source} names {jar!r}, which is not a file")
+    return jars
+
+
+def _add_jars(spark: SparkSession, jars: Sequence[str]) -> None:
+    """``ADD JAR`` each jar the session does not have yet (works on a running session)."""
+    if not jars:
+        return
+    have = {str(r[0]).rsplit("/", 1)[-1] for r in spark.sql("LIST JARS").collect()}
+    for jar in jars:
+        path = os.path.realpath(jar)
+        if os.path.basename(path) not in have:
+            quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+            spark.sql(f"ADD JAR '{quoted}'")
+
+
+def _default_parallelism(spark: SparkSession) -> int:
+    try:
+        return int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        return 1
+
 
 def read_collector(
     spark: SparkSession,
@@ -409,26 +505,70 @@ def read_collector(
     *,
     query: str = _COLLECTOR_QUERY,
     jdbc_options: Mapping[str, str] | None = None,
+    jdbc_jar: str | Sequence[str] | None = None,
+    partitions: int | None = None,
     batch_size: int = 1000,
     **kwargs: Any,
 ) -> DataFrame:
     """Rows of the profiles stored by `mlwatch collector` (raw payloads; table ``profiles``).
 
-    A ``jdbc:`` URL (``jdbc:postgresql://db/mlwatch``; the JDBC driver jar must be on Spark's
-    classpath, e.g. ``spark.jars.packages=org.postgresql:postgresql:42.7.4``) is read in parallel by
-    Spark. Anything else is a SQLite file, read on the driver in batches of `batch_size` payloads
-    (the collector's SQLite store is one machine's data anyway). `query` must select the payload
-    column as ``payload``; filter there (``... WHERE model = 'fraud' AND window_start >= ...``).
+    `database` is one of:
+
+    - the collector's PostgreSQL URL (``postgresql://user:secret@db:5432/mlwatch``) or any
+      ``jdbc:`` URL (``jdbc:postgresql://...``, ``jdbc:sqlite:/var/lib/mlwatch/collector.db``):
+      read by Spark's JDBC source in the JVM. The driver jar is found in this order: `jdbc_jar`
+      (a path or several), the ``MLWATCH_SPARK_JDBC_JAR`` environment variable
+      (``os.pathsep``-separated), the jar of Debian's package (``libpostgresql-jdbc-java``:
+      ``/usr/share/java/postgresql.jar``; ``libxerial-sqlite-jdbc-java``:
+      ``/usr/share/java/sqlite-jdbc.jar``), else Spark's own classpath (``spark.jars``,
+      ``spark.jars.packages``); it is added to the running session with ``ADD JAR``. Without any,
+      a `ConfigError` names the package to install. One connection fetches the rows (``fetchsize``
+      100 unless `jdbc_options` sets it); the payloads are then spread over `partitions`
+      partitions (default: Spark's default parallelism) so their decoding runs in parallel. To
+      fetch in parallel too, select the row id and pass Spark's ``partitionColumn``,
+      ``lowerBound``, ``upperBound`` and ``numPartitions`` in `jdbc_options`.
+    - a SQLite file path: read on the driver with Python's ``sqlite3``, `batch_size` payloads at
+      a time (no jar needed; for small stores and tests).
+
+    `query` must select the payload column as ``payload``; filter there
+    (``... WHERE model = 'fraud' AND window_start >= ...``). The other keyword arguments
+    (`hmac_keys`, `limits`) go to `read_payloads`, which validates every body.
     """
     _require_pyspark()
-    if database.startswith("jdbc:"):
-        reader = spark.read.format("jdbc").option("url", database).option("query", query)
-        for k, v in (jdbc_options or {}).items():
+    if partitions is not None and partitions < 1:
+        raise ConfigError(f"read_collector: partitions must be >= 1, got {partitions}")
+    if database.startswith(("jdbc:", "postgresql://", "postgres://")):
+        url, options = collector_jdbc_url(database)
+        options.update(jdbc_options or {})
+        options.setdefault("fetchsize", "100")
+        driver = _jdbc_driver(url)
+        if driver is not None:
+            options.setdefault("driver", driver[0])
+        _add_jars(spark, _jdbc_jars(url, jdbc_jar))
+        reader = spark.read.format("jdbc").option("url", url)
+        if "partitionColumn" in options:  # Spark refuses `query` together with partitioning options
+            reader = reader.option("dbtable", f"({query}) mlwatch_profiles")
+        else:
+            reader = reader.option("query", query)
+        for k, v in options.items():
             reader = reader.option(k, v)
-        return read_payloads(reader.load(), "payload", **kwargs)
+        try:
+            payloads = reader.load()
+        except Exception as exc:
+            cls = options.get("driver", "")
+            for line in str(exc).splitlines():
+                if ("ClassNotFoundException" in line and cls and cls in line) or "No suitable driver" in line:
+                    raise _missing_driver(url, line.strip().lstrip(": ")[:200]) from exc
+            raise
+        if "partitionColumn" not in options:
+            payloads = payloads.repartition(partitions or _default_parallelism(spark))
+        elif partitions is not None:
+            payloads = payloads.repartition(partitions)
+        return read_payloads(payloads, "payload", **kwargs)
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    path = database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else database
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         frames: list[DataFrame] = []
         cur = conn.execute(query)
@@ -444,6 +584,8 @@ def read_collector(
     payloads = frames[0]
     for f in frames[1:]:
         payloads = payloads.unionAll(f)
+    if partitions is not None:
+        payloads = payloads.repartition(partitions)
     return read_payloads(payloads, "payload", **kwargs)
 
 

@@ -9,12 +9,15 @@ must load into mlwatch. One session serves the whole module (local[2], no UI, 2 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from pyspark.sql import functions as F
 import mlwatch
 from mlwatch import spark as ms
 from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
+from mlwatch.collector.store import ProfileRow, SeriesKey, open_store
 from mlwatch.model_quality import QualitySketch
 from mlwatch.profile import Profile
 
@@ -289,3 +293,104 @@ def test_drift_by_window_matches_mlwatch_drift(spark: SparkSession) -> None:
         assert abs(r.ks - ks.scores["ks"]) <= 0.03, (r.ks, ks.scores)
         assert abs(r.psi - col.scores["psi"]) <= 0.05 + 0.1 * col.scores["psi"], (r.psi, col.scores)
     assert rows[0].psi < 0.1 and rows[2].psi > 0.5 and rows[2].ks_pvalue < 1e-6
+
+
+# ---------------------------------------------------------------------------- the collector's database over JDBC
+POSTGRES_DSN = os.environ.get("MLWATCH_TEST_POSTGRES_DSN")
+
+
+def _stored(p: Profile, instance: str) -> ProfileRow:
+    """The row the collector stores for a profile received from one instance."""
+    payload = p.to_bytes()
+    assert p.window_start is not None and p.window_end is not None
+    return ProfileRow(
+        service="svc", instance=instance, key=SeriesKey("svc", p.model, p.version or "", p.segment_key),
+        window_start=p.window_start, window_end=p.window_end, content_hash=hashlib.sha256(payload).hexdigest(),
+        n_rows=p.rows, calls=p.calls, errors=sum(p.errors.values()), payload=payload,
+    )
+
+
+def _need_driver(url: str) -> None:
+    """Skip when the JDBC driver jar is neither installed from Debian nor named by the environment (.ci/run installs both)."""
+    driver = ms._jdbc_driver(url)
+    assert driver is not None
+    if not os.path.isfile(driver[2]) and not os.environ.get(ms.JDBC_JAR_ENV):
+        pytest.skip(f"{driver[2]} is missing: apt-get install {driver[1]} (.ci/run installs it)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def collector_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(the URL the collector's store opens, the URL `read_collector` reads over JDBC) for an empty store of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "collector.db"
+        _need_driver("jdbc:sqlite:")
+        yield str(path), f"jdbc:sqlite:{path}"
+        return
+    if POSTGRES_DSN is None:
+        pytest.skip("MLWATCH_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL and sets it)")
+    _need_driver("jdbc:postgresql:")
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"spark_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{POSTGRES_DSN}{'&' if '?' in POSTGRES_DSN else '?'}options=-csearch_path%3D{schema}"
+    try:
+        yield url, url  # the collector's own postgresql:// URL, turned into a JDBC URL by read_collector
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_read_collector_store_over_jdbc(spark: SparkSession, windows: list[Profile], collector_db: tuple[str, str]) -> None:
+    """Profiles stored by the collector's store (SQLite, PostgreSQL), read over JDBC and merged in Spark, equal the Python merge."""
+    store_url, read_url = collector_db
+    replicas = [_window(i, seed=50) for i in range(3)]  # a second instance reporting the same windows
+    store = open_store(store_url)
+    try:
+        store.add_profiles([_stored(p, "i-1") for p in windows] + [_stored(p, "i-2") for p in replicas])
+        other = mlwatch.profile({"y": [1.0, 2.0]}, model="other")
+        other.window_start, other.window_end = 0.0, 60.0
+        store.add_profiles([_stored(other, "i-1")])  # filtered out below
+    finally:
+        store.close()
+    fraud = "WHERE model = 'fraud'"
+    one_fetch = ms.read_collector(spark, read_url, query=f"SELECT payload FROM profiles {fraud}")
+    in_parallel = ms.read_collector(  # the fetch split on the row id (Spark's partitionColumn)
+        spark, read_url, query=f"SELECT id, payload FROM profiles {fraud}",
+        jdbc_options={"partitionColumn": "id", "lowerBound": "1", "upperBound": "10", "numPartitions": "2"},
+    )
+    both = one_fetch.withColumn("read", F.lit("query")).unionByName(in_parallel.withColumn("read", F.lit("partitioned")))
+    merged = ms.merge_rows(both, by=["model", "read"]).collect()
+    want = mlwatch.merge([*windows, *replicas])
+    for read in ("query", "partitioned"):
+        (got,) = ms.rows_to_profiles(r for r in merged if r.read == read)
+        _assert_same_profile(want, got)
+
+
+def test_read_collector_names_the_missing_driver(spark: SparkSession, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without a driver jar, `read_collector` says which Debian package (or option) provides it."""
+    monkeypatch.delenv(ms.JDBC_JAR_ENV, raising=False)
+    with pytest.raises(mlwatch.ConfigError, match=r"apt-get install libpostgresql-jdbc-java.*jdbc_jar"):
+        ms.read_collector(spark, "postgresql://u:p@127.0.0.1:1/db", jdbc_jar=str(tmp_path / "missing.jar"))
+    monkeypatch.setenv(ms.JDBC_JAR_ENV, str(tmp_path / "missing.jar"))
+    with pytest.raises(mlwatch.ConfigError, match=ms.JDBC_JAR_ENV):
+        ms.read_collector(spark, "jdbc:postgresql://127.0.0.1:1/db")
+    monkeypatch.delenv(ms.JDBC_JAR_ENV)
+    # No jar anywhere and the driver class not on Spark's classpath: the load fails in the JVM.
+    monkeypatch.setitem(
+        ms._JDBC_DRIVERS, "jdbc:sqlite:",
+        ("org.mlwatch.NoSuchDriver", "libxerial-sqlite-jdbc-java", str(tmp_path / "sqlite-jdbc.jar"), "org.xerial:sqlite-jdbc"),
+    )
+    with pytest.raises(mlwatch.ConfigError, match=r"ClassNotFoundException: org\.mlwatch\.NoSuchDriver\): install Debian's libxerial-sqlite-jdbc-java"):
+        ms.read_collector(spark, f"jdbc:sqlite:{tmp_path / 'x.db'}")
+
+
+def test_collector_jdbc_url() -> None:
+    """The collector's PostgreSQL URL becomes a JDBC URL with the credentials as options."""
+    assert ms.collector_jdbc_url("postgresql://me:s%40cret@db.example:6432/mlwatch?sslmode=require") == (
+        "jdbc:postgresql://db.example:6432/mlwatch?sslmode=require", {"user": "me", "password": "s@cret"},
+    )
+    assert ms.collector_jdbc_url("postgres://[::1]/m") == ("jdbc:postgresql://[::1]:5432/m", {})
+    assert ms.collector_jdbc_url("jdbc:sqlite:/tmp/c.db") == ("jdbc:sqlite:/tmp/c.db", {})
+    with pytest.raises(mlwatch.ConfigError):
+        ms.collector_jdbc_url("/var/lib/mlwatch/collector.db")
