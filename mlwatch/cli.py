@@ -151,8 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mlwatch.demo import run_demo
 
     return run_demo(
-        calls=args.calls, out=args.out, collector=not args.no_collector, report=args.report, keep_running=args.keep_running,
-        phase_seconds=args.phase_seconds,
+        calls=args.calls, out=args.out, report=args.report, keep_running=args.keep_running, phase_seconds=args.phase_seconds,
     )
 
 
@@ -192,13 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     r.set_defaults(func=_cmd_report)
 
-    m = sub.add_parser("demo", help="run a monitored model, inject trouble halfway, and show mlwatch finding it")
-    m.add_argument("--calls", type=int, default=20_000, help="monitored predictions to make")
-    m.add_argument("--out", default=None, help="directory for the profile files (default: a temporary one)")
+    m = sub.add_parser("demo", help="serve a model over HTTP, inject trouble halfway, and show mlwatch finding it")
+    m.add_argument("--calls", type=int, default=4_000, help="predictions to request, half before the trouble, half after")
+    m.add_argument("--out", default=None, help="directory for the collector's database, logs and report (default: a temporary one)")
     m.add_argument("--report", default=None, help="HTML report to write (default: report.html in the output directory)")
-    m.add_argument("--no-collector", action="store_true", help="in-process only: no collector, no dashboard")
-    m.add_argument("--phase-seconds", type=float, default=8.0, help="spread each half of the traffic over this many seconds (0: at once)")
-    m.add_argument("--keep-running", action="store_true", help="leave the collector and its dashboard up until Ctrl-C")
+    m.add_argument("--phase-seconds", type=float, default=10.0, help="spread each half of the traffic over this many seconds (0: as fast as served)")
+    m.add_argument("--keep-running", action="store_true", help="leave the model service and the collector's dashboard up until Ctrl-C")
     m.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("show", help="summarise a profile")

@@ -421,8 +421,9 @@ def collector_jdbc_url(database: str) -> tuple[str, dict[str, str]]:
 
     ``postgresql://user:secret@host:5432/db?sslmode=require`` (the form ``mlwatch collector --db``
     takes) becomes ``jdbc:postgresql://host:5432/db?sslmode=require`` with ``user`` and
-    ``password`` as options (query parameters pass through: pgjdbc reads ``sslmode``, ``options``
-    and ``currentSchema`` like libpq); a ``jdbc:`` URL is returned as it is.
+    ``password`` as options (query parameters pass through: the PostgreSQL JDBC driver reads
+    ``sslmode`` and ``options`` like libpq, plus its own, e.g. ``currentSchema``); a ``jdbc:`` URL
+    is returned as it is.
     """
     if database.startswith("jdbc:"):
         return database, {}
