@@ -523,11 +523,11 @@ def read_collector(
       ``/usr/share/java/postgresql.jar``; ``libxerial-sqlite-jdbc-java``:
       ``/usr/share/java/sqlite-jdbc.jar``), else Spark's own classpath (``spark.jars``,
       ``spark.jars.packages``); it is added to the running session with ``ADD JAR``. Without any,
-      a `ConfigError` names the package to install. One connection fetches the rows (``fetchsize``
-      100 unless `jdbc_options` sets it); the payloads are then spread over `partitions`
-      partitions (default: Spark's default parallelism) so their decoding runs in parallel. To
-      fetch in parallel too, select the row id and pass Spark's ``partitionColumn``,
-      ``lowerBound``, ``upperBound`` and ``numPartitions`` in `jdbc_options`.
+      a `ConfigError` names the package to install. SQLite is opened read-only. One connection
+      fetches the rows (``fetchsize`` 100 unless `jdbc_options` sets it); the payloads are then
+      spread over `partitions` partitions (default: Spark's default parallelism) so their
+      decoding runs in parallel. To fetch in parallel too, select the row id and pass Spark's
+      ``partitionColumn``, ``lowerBound``, ``upperBound`` and ``numPartitions`` in `jdbc_options`.
     - a SQLite file path: read on the driver with Python's ``sqlite3``, `batch_size` payloads at
       a time (no jar needed; for small stores and tests).
 
@@ -545,6 +545,11 @@ def read_collector(
         driver = _jdbc_driver(url)
         if driver is not None:
             options.setdefault("driver", driver[0])
+        if url.startswith("jdbc:sqlite:"):
+            options.setdefault("open_mode", "1")  # SQLITE_OPEN_READONLY: never create or change the store
+            path = url.removeprefix("jdbc:sqlite:")
+            if not path.startswith(("file:", ":")) and not os.path.isfile(path):
+                raise ConfigError(f"read_collector: no SQLite database at {path!r}")
         _add_jars(spark, _jdbc_jars(url, jdbc_jar))
         reader = spark.read.format("jdbc").option("url", url)
         if "partitionColumn" in options:  # Spark refuses `query` together with partitioning options

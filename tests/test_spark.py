@@ -381,8 +381,12 @@ def test_read_collector_names_the_missing_driver(spark: SparkSession, monkeypatc
         ms._JDBC_DRIVERS, "jdbc:sqlite:",
         ("org.mlwatch.NoSuchDriver", "libxerial-sqlite-jdbc-java", str(tmp_path / "sqlite-jdbc.jar"), "org.xerial:sqlite-jdbc"),
     )
+    (tmp_path / "x.db").touch()
     with pytest.raises(mlwatch.ConfigError, match=r"ClassNotFoundException: org\.mlwatch\.NoSuchDriver\): install Debian's libxerial-sqlite-jdbc-java"):
         ms.read_collector(spark, f"jdbc:sqlite:{tmp_path / 'x.db'}")
+    with pytest.raises(mlwatch.ConfigError, match="no SQLite database"):
+        ms.read_collector(spark, f"jdbc:sqlite:{tmp_path / 'absent.db'}")  # never created: opened read-only
+    assert not (tmp_path / "absent.db").exists()
 
 
 def test_collector_jdbc_url() -> None:
