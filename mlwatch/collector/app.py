@@ -26,7 +26,7 @@ from mlwatch.collector.alerting import CollectorAlerts
 from mlwatch.collector.auth import TokenAuth
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.errors import HttpError, error_body
-from mlwatch.collector.evaluator import Evaluator
+from mlwatch.collector.evaluator import Evaluator, LateHours
 from mlwatch.collector.limits import ConcurrencyLimiter
 from mlwatch.collector.metrics import CONTENT_TYPE, CollectorMetrics
 from mlwatch.collector.openapi import openapi_schema
@@ -53,6 +53,7 @@ class CollectorState:
         self.reader = RangeReader(store, self.query_pool)
         self.metrics = CollectorMetrics(live=self._live)
         self.evaluator = Evaluator(self, config.evaluate_interval)
+        self.late_hours = LateHours()
         self.alerts: CollectorAlerts | None = None
         if config.alerts is not None:
             self.alerts = CollectorAlerts(self, config.alerts)

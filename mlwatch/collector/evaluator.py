@@ -15,6 +15,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -27,7 +28,7 @@ from mlwatch.collector.worker import WorkerCrashed, WorkerError
 if TYPE_CHECKING:
     from mlwatch.collector.app import CollectorState
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "LateHours"]
 
 logger = logging.getLogger("mlwatch.collector")
 _ALL = Filters()
@@ -63,9 +64,13 @@ class Evaluator:
         models = await anyio.to_thread.run_sync(state.store.models)
         for m in models:
             model = m["model"]
+            try:  # rollups first: they do not depend on drift being computable
+                await self._compact(model, time.time())
+            except Exception:
+                state.metrics.evaluation_errors += 1
+                logger.exception("mlwatch collector: rolling up %s failed", model)
             try:
                 result = await self._drift_latest(model)
-                await self._compact(model, time.time())
             except (HttpError, WorkerError, WorkerCrashed) as exc:
                 state.metrics.evaluation_errors += 1
                 state.metrics.drift_results.pop(model, None)
@@ -97,8 +102,52 @@ class Evaluator:
         }
 
     async def _compact(self, model: str, now: float) -> None:
-        """Roll up the last complete hour and day (cheap when already fresh)."""
+        """Roll up the last complete hour and day, and every complete hour and day that received
+        windows late (a backfill, a replica catching up), so queries over them stay warm.
+        Cheap when already fresh: the freshness check reads only rollup metadata."""
         hour = math.floor(now / 3600) * 3600
         day = math.floor(now / 86400) * 86400
-        await self.state.reader.parts(model, hour - 3600, hour, _ALL)
-        await self.state.reader.parts(model, day - 86400, day, _ALL)
+        reader = self.state.reader
+        hours = self.state.late_hours.take(model)
+        try:
+            for h in sorted(hours | {hour - 3600}):
+                if h + 3600 <= hour:
+                    await reader.parts(model, h, h + 3600, _ALL)
+            for d in sorted({math.floor(h / 86400) * 86400 for h in hours} | {day - 86400}):
+                if d + 86400 <= day:
+                    await reader.parts(model, d, d + 86400, _ALL)
+        except BaseException:
+            self.state.late_hours.add(model, hours)  # try again next pass
+            raise
+
+
+class LateHours:
+    """Complete hours that received windows after they ended, per model, for `Evaluator._compact`.
+
+    Bounded: beyond `limit` hours in all, more are counted in `dropped` and left to be rolled up
+    by the first query that reads them.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._hours: dict[str, set[float]] = {}
+        self._size = 0
+
+    def note(self, model: str, window_starts: Iterable[float], now: float) -> None:
+        current = math.floor(now / 3600) * 3600
+        self.add(model, {math.floor(ws / 3600) * 3600 for ws in window_starts if ws < current})
+
+    def add(self, model: str, hours: set[float]) -> None:
+        known = self._hours.setdefault(model, set())
+        for h in hours - known:
+            if self._size >= self.limit:
+                self.dropped += 1
+                continue
+            known.add(h)
+            self._size += 1
+
+    def take(self, model: str) -> set[float]:
+        hours = self._hours.pop(model, set())
+        self._size -= len(hours)
+        return hours

@@ -15,6 +15,7 @@ worker crashed on it).
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -94,6 +95,10 @@ async def otlp_logs(request: Request) -> Response:
             errors.append(message)
         added = await anyio.to_thread.run_sync(state.store.add_profiles, rows) if rows else []
         n_new = sum(added)
+        now = time.time()
+        for row, new in zip(rows, added, strict=True):
+            if new:
+                state.late_hours.note(row.key.model, (row.window_start,), now)
         duplicates += len(added) - n_new
         state.metrics.profiles.labels("stored").inc(n_new)
         state.metrics.profiles.labels("duplicate").inc(duplicates)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import mlwatch
 from mlwatch._wire import WireLimits
+from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.query import RangeReader
 from mlwatch.collector.store import Filters, ProfileRow, SeriesKey, Store
 from mlwatch.collector.worker import WorkerPool, WorkerSettings
 
-from .conftest import make_profile
+from .conftest import PROTOBUF_HEADERS, RunningCollector, make_profile, otlp_request
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,23 @@ def test_rollups_match_raw_and_refresh_on_late_data(store: Store, pool: WorkerPo
     assert _rows(reader, pool, 3600.0 + 30, 3 * 3600.0) == (6000, 60)  # 59 window parts + the second hour
     pool._idle = None
     assert _rows(reader, pool, 0.0, 86400.0)[0] == 6050  # a whole day: one day rollup
+
+
+def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None:
+    """Windows ingested after their hour ended are noted at ingest; the evaluator's next pass rolls
+    up those hours and their day, so the first query over that day reads one stored profile."""
+    config = CollectorConfig(db=str(tmp_path / "late.db"), evaluate_interval=0.2)
+    day = 86400.0 * 100
+    payloads = [make_profile(day + 3600 * h + 60 * i, model="late", n=20, seed=60 * h + i).to_bytes() for h in (2, 5) for i in range(3)]
+    with RunningCollector(config) as running, running.client() as c:
+        state = running.state
+        r = c.post("/v1/logs", content=otlp_request(payloads), headers=PROTOBUF_HEADERS)
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60
+        while state.reader.rollups_built < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.reader.rollups_built == 3  # the two hours, then their day
+        assert state.late_hours.take("late") == set()
+        body = c.get("/api/models/late/profile", params={"start": day, "end": day + 86400}).json()
+        assert body["parts"] == 1 and body["profile"]["rows"] == 6 * 20
+        assert state.reader.rollups_built == 3  # served from the day rollup: nothing rebuilt
