@@ -2,19 +2,31 @@
 
 What: `HttpTelemetry` is everything the two middleware share. Per request it records one call into
 an mlwatch recorder for the model ``http.server`` (configurable), segmented by
-``http.request.method``, ``http.route`` (the route template, never the raw path) and
-``http.response.status_code``, with the request duration as the call's latency, the exception
-type (if the app raised) as its error, and three numeric columns: ``http.request.body.size``,
-``http.response.body.size`` (bytes) and ``http.server.active_requests`` (requests in flight in
-this process when the request started). Names follow the OpenTelemetry HTTP semantic conventions.
-For the routes named in ``model_routes`` it also records one call of the named model, whose inputs
-are the fields of the JSON request body and whose outputs are the fields of the JSON response.
+``http.request.method``, ``http.route`` (the route template, never the raw path),
+``http.response.status_code``, ``url.scheme`` and, when the request failed, ``error.type``, with the
+request duration as the call's latency, the exception type (if the app raised) as its error, and
+three numeric columns: ``http.request.body.size``, ``http.response.body.size`` (bytes) and
+``http.server.active_requests`` (requests in flight in this process when the request started).
+Names follow the OpenTelemetry HTTP semantic conventions. For the routes named in ``model_routes``
+it also records one call of the named model, whose inputs are the fields of the JSON request body
+and whose outputs are the fields of the JSON response.
 
-Why through mlwatch's own pipeline: the request path pays what ``@monitor`` pays (two
-``perf_counter_ns()`` and one bounded-buffer append, ~1 µs), not an OpenTelemetry ``record()``
-per request (9-17 µs, DESIGN.md). Durations, sizes and counts are aggregated off the request path
-into epoch-aligned window profiles, so every pre-fork worker's windows merge exactly at the
-collector, and they leave as OTLP like every other profile.
+Why through mlwatch's own pipeline: the request path pays two ``perf_counter_ns()`` and one
+bounded-buffer append of a flat tuple (`RequestRecorder.record_request`), not an OpenTelemetry
+``record()`` per request (9-17 µs, DESIGN.md). Durations, sizes and counts are aggregated off the
+request path into epoch-aligned window profiles, so every pre-fork worker's windows merge exactly
+at the collector, and they leave as OTLP like every other profile.
+
+OpenTelemetry metrics: from the closed request windows, the OTLP metrics export derives the
+semantic-convention histograms ``http.server.request.duration`` (s, OpenTelemetry's advised
+buckets), ``http.server.request.body.size`` and ``http.server.response.body.size`` (By, the SDK's
+default buckets), with the attributes ``http.request.method``, ``url.scheme``, ``http.route``,
+``http.response.status_code`` and ``error.type`` (`semconv_points`, registered with
+`mlwatch._otel_metrics.add_view`), and reads ``http.server.active_requests`` ({request}, by
+``http.request.method`` and ``url.scheme``) from the middleware's in-flight counts when it
+collects (`mlwatch._otel_metrics.add_live`). Nothing of this runs per request. Bucket counts come
+from the windows' KLL sketches: exact while a window's segment holds at most ~200 values, within
+the sketch's rank error beyond; body-size sums are exact, duration sums estimated from the sketch.
 
 The double-counting rule: a model named in ``model_routes`` that is also monitored in the
 process by ``@mlwatch.monitor`` or ``mlwatch.observe`` (say on the route's handler) belongs to
@@ -36,7 +48,8 @@ outputs are taken from 2xx JSON responses only; bodies over ``max_body_bytes`` (
 are not kept (the call still counts). Methods outside the standard set are recorded as
 ``_OTHER`` (OpenTelemetry's rule), and requests no route matched have ``http.route`` =
 ``__missing__``, so the segment count stays bounded (``configure(max_segments=...)`` is the bound
-per window, beyond which segments are folded into ``__other__``).
+per window, beyond which segments are folded into ``__other__``). ``error.type`` is the type of
+the exception the app raised, else the status code for 5xx answers (as OpenTelemetry sets it).
 
 Pre-fork servers: the runtime is fork-safe (a worker starts with empty buffers, and its aggregator,
 started by its first recorded request, starts the worker's own exporters: see
@@ -46,35 +59,48 @@ This module is the one place in ``mlwatch.integrations`` that reaches into mlwat
 (`mlwatch._runtime.Recorder` and ``RUNTIME``, `mlwatch.monitoring._options`, `mlwatch._health`):
 the middleware measure a duration themselves and hand it to a recorder (the public ``observe()``
 costs an object and a keyed dictionary lookup per request), and two recorder subclasses batch
-what the generic aggregation would handle call by call (`RequestRecorder`, `ModelRecorder`).
+what the generic aggregation would handle call by call (`RequestRecorder`, `ModelRecorder`); and
+to `mlwatch._otel_metrics` for the semantic-convention metrics.
 """
 
 from __future__ import annotations
 
+import random
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from mlwatch._errors import ConfigError
-from mlwatch._extract import Binding
+from mlwatch._extract import Binding, CallInputs, apply_rows
 from mlwatch._health import HEALTH, logger
-from mlwatch._runtime import ARGS, RUNTIME, Record, Recorder, args_of
+from mlwatch._otel_metrics import Attrs, Distribution, MetricSpec, add_live, add_view
+from mlwatch._runtime import ARGS, ONE_ARG, RUNTIME, Record, Recorder
 from mlwatch.monitoring import _options
 from mlwatch.outcomes import REQUEST_CALLS, PendingPrediction, RequestCalls, new_prediction, request_prediction_id
+from mlwatch.profile import Profile
+from mlwatch.profiling import update_profile_batches
 
 from ._body import BodyBuffer, json_fields, json_value
 
 __all__ = [
+    "ACTIVE_REQUESTS",
+    "ATTR_ERROR",
     "ATTR_METHOD",
     "ATTR_ROUTE",
+    "ATTR_SCHEME",
     "ATTR_STATUS",
     "COL_ACTIVE",
     "COL_REQUEST_SIZE",
     "COL_RESPONSE_SIZE",
     "DEFAULT_MAX_BODY_BYTES",
     "HTTP_MODEL",
+    "HttpRecord",
     "HttpTelemetry",
     "ModelRecorder",
     "ModelRoute",
@@ -83,9 +109,10 @@ __all__ = [
     "RequestRecorder",
     "ResponsePrediction",
     "RouteTable",
-    "SEMCONV_METRICS",
+    "SEMCONV_HISTOGRAMS",
     "normalize_method",
     "semconv_attributes",
+    "semconv_points",
 ]
 
 #: The model name under which request telemetry is recorded.
@@ -93,26 +120,38 @@ HTTP_MODEL = "http.server"
 ATTR_METHOD = "http.request.method"
 ATTR_ROUTE = "http.route"
 ATTR_STATUS = "http.response.status_code"
+ATTR_SCHEME = "url.scheme"
+ATTR_ERROR = "error.type"
 COL_REQUEST_SIZE = "http.request.body.size"
 COL_RESPONSE_SIZE = "http.response.body.size"
 COL_ACTIVE = "http.server.active_requests"
-SEGMENT_BY = (ATTR_METHOD, ATTR_ROUTE, ATTR_STATUS)
+#: A request profile's segment; ``error.type`` is added when the request failed.
+SEGMENT_BY = (ATTR_METHOD, ATTR_ROUTE, ATTR_STATUS, ATTR_SCHEME)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 #: The value of ``http.route`` when no route matched (404s, raw ASGI apps without routing).
 NO_ROUTE = "__missing__"
-#: The OpenTelemetry HTTP server metrics a request profile holds: name -> (where in the profile, unit).
-#: ``mlwatch/_otel_metrics.py`` exports the latency as ``mlwatch.prediction.duration`` with the
-#: segment as one attribute today; these are the names and units to export it under instead.
-SEMCONV_METRICS: dict[str, tuple[str, str]] = {
-    "http.server.request.duration": ("latency", "s"),
-    "http.server.request.body.size": (COL_REQUEST_SIZE, "By"),
-    "http.server.response.body.size": (COL_RESPONSE_SIZE, "By"),
-    "http.server.active_requests": (COL_ACTIVE, "{request}"),
-}
+_OTHER_SEGMENT = "__other__"
+
+#: ``http.server.request.duration`` bucket bounds (s): the OpenTelemetry semantic conventions' advice.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: Body-size bucket bounds (By): the OpenTelemetry SDK's default (the conventions advise none).
+SIZE_BUCKETS = (0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0)
+REQUEST_DURATION = MetricSpec("http.server.request.duration", "histogram", "s", "Duration of HTTP server requests.", DURATION_BUCKETS)
+REQUEST_BODY_SIZE = MetricSpec("http.server.request.body.size", "histogram", "By", "Size of HTTP server request bodies.", SIZE_BUCKETS)
+RESPONSE_BODY_SIZE = MetricSpec("http.server.response.body.size", "histogram", "By", "Size of HTTP server response bodies.", SIZE_BUCKETS)
+#: The semantic-convention histograms derived from request windows (see `semconv_points`).
+SEMCONV_HISTOGRAMS = (REQUEST_DURATION, REQUEST_BODY_SIZE, RESPONSE_BODY_SIZE)
+#: The semantic-convention up-down counter read from the middleware's in-flight counts.
+ACTIVE_REQUESTS = MetricSpec("http.server.active_requests", "updown", "{request}", "Number of active HTTP server requests.")
 
 _KNOWN_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")}
 _HTTP_CONFIG = _options(HTTP_MODEL, None, None, 1.0, None, {"exclude": SEGMENT_BY, "numeric": (COL_REQUEST_SIZE, COL_RESPONSE_SIZE, COL_ACTIVE)})[5]
-_NO_KEY = ("_OTHER", NO_ROUTE, 0)
+
+#: One request as the hot path buffers it, a flat tuple (collected young by the garbage collector):
+#: (start ns, duration ns, method as received, route template or None, status (0: none sent),
+#: error type or None, request body bytes or None (unknown), response body bytes, requests in
+#: flight at arrival, URL scheme). Slots 0, 1 and 5 mean what they mean in a `Record`.
+HttpRecord = tuple[int, int, str, str | None, int, str | None, int | None, int, int, str]
 
 T = TypeVar("T")
 
@@ -121,18 +160,46 @@ _MIDDLEWARE_RECORDERS: set[Recorder] = set()
 
 
 def semconv_attributes(segment: Mapping[str, str]) -> dict[str, str | int]:
-    """OpenTelemetry attributes of a request profile's segment: method, route (absent when none matched), status as an int."""
+    """The OpenTelemetry HTTP server attributes of a request profile's segment.
+
+    ``http.request.method`` (``_OTHER`` for a segment folded into ``__other__``), ``url.scheme``,
+    ``http.route`` (absent when no route matched), ``http.response.status_code`` as an int (absent
+    when none was sent) and ``error.type`` (the exception's type, else the status of a 5xx answer,
+    absent otherwise). Values mlwatch does not know (folded segments) are left out.
+    """
     attrs: dict[str, str | int] = {}
     method = segment.get(ATTR_METHOD)
     if method:
-        attrs[ATTR_METHOD] = method
+        attrs[ATTR_METHOD] = "_OTHER" if method == _OTHER_SEGMENT else method
+    scheme = segment.get(ATTR_SCHEME)
+    if scheme and scheme != _OTHER_SEGMENT:
+        attrs[ATTR_SCHEME] = scheme
     route = segment.get(ATTR_ROUTE)
-    if route and route not in (NO_ROUTE, "__other__", "*"):
+    if route and route not in (NO_ROUTE, _OTHER_SEGMENT, "*"):
         attrs[ATTR_ROUTE] = route
     status = segment.get(ATTR_STATUS, "")
     if status.isdigit() and status != "0":
         attrs[ATTR_STATUS] = int(status)
+    error = segment.get(ATTR_ERROR)
+    if error and error != _OTHER_SEGMENT:
+        attrs[ATTR_ERROR] = error
+    elif status.isdigit() and int(status) >= 500:
+        attrs[ATTR_ERROR] = status
     return attrs
+
+
+def semconv_points(p: Profile) -> list[tuple[MetricSpec, Attrs, Distribution]]:
+    """The semantic-convention histogram points of one closed request window (see `mlwatch._otel_metrics.add_view`)."""
+    attrs: Attrs = dict(semconv_attributes(p.segment))
+    out: list[tuple[MetricSpec, Attrs, Distribution]] = []
+    if p.latency is not None and p.latency.n:
+        out.append((REQUEST_DURATION, attrs, Distribution(p.latency)))
+    for spec, name in ((REQUEST_BODY_SIZE, COL_REQUEST_SIZE), (RESPONSE_BODY_SIZE, COL_RESPONSE_SIZE)):
+        col = p.columns.get(name)
+        num = col.numeric if col is not None else None
+        if num is not None and num.n:
+            out.append((spec, attrs, Distribution(num.kll, float(round(num.mean * num.n)))))  # sizes are whole bytes
+    return out
 
 
 def normalize_method(method: str) -> str:
@@ -225,66 +292,153 @@ def _in_slices(records: list[Record], work: Callable[[list[Record]], None]) -> N
 
 
 class RequestRecorder(Recorder):
-    """The request recorder: segments by (method, route, status) in one grouping pass, then batches.
+    """The request recorder: a flat tuple per request on the hot path, grouped and folded column-wise off it.
 
-    mlwatch's generic segmentation splits every record's inputs on its own (about 13 µs a record
-    on this machine); here the three segment values are popped from each buffered row (a copy
-    the hot path made), records are grouped by window and segment with one tuple per record, and
-    each group is folded with the unsegmented batch path (numeric columns as numpy arrays): about
-    a third of the cost, on mlwatch's aggregator thread.
+    The hot path (`record_request`) appends one `HttpRecord` to the bounded buffer: no dict, no
+    copy, no method normalisation. The aggregator groups records by window and segment (method,
+    route, status, scheme, error type) with one tuple key per record and folds each group's
+    durations and three numeric columns as whole arrays.
     """
+
+    def __init__(self, runtime: Any, **options: Any) -> None:
+        super().__init__(runtime, **options)
+        self.record_request = self._make_record_request()
+
+    def _make_record_request(self) -> Callable[[int, int, str, str | None, int, str | None, int | None, int, int, str], None]:
+        """The hot-path function: buffers one request's `HttpRecord`; never raises, never blocks; a full buffer drops and counts."""
+        queue = self.queue  # the same deque for the recorder's life; it holds HttpRecords, read only by _aggregate
+        append: Callable[[Any], None] = queue.append
+        runtime = self.runtime
+        count_error = HEALTH.count_error
+
+        def record_request(
+            t0: int, duration: int, method: str, route: str | None, status: int, error: str | None,
+            request_size: int | None, response_size: int, active: int, scheme: str,
+        ) -> None:
+            try:
+                if len(queue) >= runtime.capacity:
+                    HEALTH.count_dropped("buffer_full")
+                    return
+                append((t0, duration, method, route, status, error, request_size, response_size, active, scheme))
+                if len(queue) == runtime.batch_size:  # once, on crossing: Event.set() costs ~1 µs
+                    runtime.wake.set()
+                if not runtime.running:
+                    runtime.start_worker()
+            except Exception as e:
+                count_error("capture", e)
+
+        return record_request
 
     def aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
         _in_slices(records, lambda part: self._aggregate(part, wall_offset_ns))
 
-    def _aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
+    def _aggregate(self, records: list[Any], wall_offset_ns: int) -> None:
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
-        groups: dict[tuple[int, str, str, int], list[Record]] = {}
+        groups: dict[tuple[Any, ...], list[HttpRecord]] = {}
         for rec in records:
             start = rec[0] + wall_offset_ns
-            args = args_of(rec) if rec[6] else ()
-            row = args[0] if args else None
-            if type(row) is dict:
-                key = (start - start % width_ns, row.pop(ATTR_METHOD, "_OTHER"), row.pop(ATTR_ROUTE, NO_ROUTE), row.pop(ATTR_STATUS, 0))
-            else:
-                key = (start - start % width_ns, *_NO_KEY)
+            key = (start - start % width_ns, rec[2], rec[3], rec[4], rec[5], rec[9])
             group = groups.get(key)
             if group is None:
                 groups[key] = [rec]
             else:
                 group.append(rec)
-        for (w_ns, method, route, status), recs in groups.items():
+        for (w_ns, method, route, status, error, scheme), recs in groups.items():
             window = w_ns / 1e9
             if window + width <= self.closed_upto:  # its window already went out: count it, keep it
                 HEALTH.late_records += len(recs)
                 window = self.closed_upto
-            segment = {ATTR_METHOD: method, ATTR_ROUTE: str(route)[:200], ATTR_STATUS: str(status)}
-            self._fold(self._profile_for(window, segment, width), recs, None)
+            segment = {
+                ATTR_METHOD: normalize_method(str(method)),
+                ATTR_ROUTE: NO_ROUTE if route is None else str(route)[:200],
+                ATTR_STATUS: str(status),
+                ATTR_SCHEME: str(scheme)[:32],
+            }
+            if error is not None:
+                segment[ATTR_ERROR] = str(error)[:200]
+            self._fold_requests(self._profile_for(window, segment, width), recs)
         HEALTH.aggregated_records += len(records)
+
+    def _fold_requests(self, prof: Profile, recs: list[HttpRecord]) -> None:
+        """One group's requests into its profile: calls, latency, errors, and the three size/in-flight columns."""
+        n = len(recs)
+        _, durations, _, _, _, errors, request_sizes, response_sizes, active, _ = zip(*recs, strict=True)
+        prof.calls += n
+        lat = np.array(durations, dtype=np.float64) / 1e9
+        prof.record_latency(lat[lat >= 0], k=self.config.kll_k)
+        error = errors[0]  # one error type per group (it is part of the segment)
+        if error is not None:
+            prof.errors[error] = prof.errors.get(error, 0) + n
+        columns = {COL_REQUEST_SIZE: list(request_sizes), COL_RESPONSE_SIZE: list(response_sizes), COL_ACTIVE: list(active)}
+        update_profile_batches(prof, [columns], self.config)
 
 
 class ModelRecorder(Recorder):
     """A model route's recorder: its JSON bodies are parsed here, in one pass, then batched as dicts.
 
     Bodies arrive as raw ``bytes`` (not parsed on the request path; ``b""`` when no body was
-    kept). Turning them into plain dicts before the generic aggregation lets it take its fast
-    path (one list of dict rows per batch) instead of inspecting each call's arguments.
+    kept), buffered by `record_body` in the shape the generic hot path gives one bytes argument.
+    Turning them into plain dicts before the generic aggregation lets it take its fast path (one
+    list of dict rows per batch) instead of inspecting each call's arguments.
     """
+
+    def __init__(self, runtime: Any, **options: Any) -> None:
+        super().__init__(runtime, **options)
+        self.record_body = self._make_record_body()
+
+    def _make_record_body(self) -> Callable[[int, int, bytes, bytes | None, str | None], None]:
+        """The hot-path function: one call with its raw request body, raw response body (None: no
+        outputs) and error type; sampled as `sample_rate` says. Never raises, never blocks."""
+        queue = self.queue
+        runtime = self.runtime
+        sample_rate = self.sample_rate
+        rand = random.random
+        count_error = HEALTH.count_error
+
+        def record_body(t0: int, duration: int, body: bytes, outputs: bytes | None, error: str | None) -> None:
+            try:
+                if len(queue) >= runtime.capacity:
+                    HEALTH.count_dropped("buffer_full")
+                    return
+                if sample_rate < 1.0 and rand() >= sample_rate:  # counted, its data not kept
+                    queue.append((t0, duration, None, None, None, error, 0))
+                else:
+                    queue.append((t0, duration, body, None, outputs if error is None else None, error, ONE_ARG))
+                if len(queue) == runtime.batch_size:
+                    runtime.wake.set()
+                if not runtime.running:
+                    runtime.start_worker()
+            except Exception as e:
+                count_error("capture", e)
+
+        return record_body
 
     def aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
         _in_slices(records, lambda part: self._aggregate(part, wall_offset_ns))
 
     def _aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
         parsed: list[Record] = []
+        append = parsed.append
         for rec in records:
-            args, result = (args_of(rec) if rec[6] else ()), rec[4]
-            if args and type(args[0]) is bytes:
-                args = (json_fields(args[0]),) if args[0] else ()
+            if not rec[6]:  # sampled out: counted, nothing kept
+                append(rec)
+                continue
+            body, result = rec[2], rec[4]
             if type(result) is bytes:
                 result = json_fields(result) if result else None
-            parsed.append((rec[0], rec[1], args, rec[3], result, rec[5], ARGS if rec[6] else 0))
+            if body:  # one dict argument: the generic aggregation's fast path
+                append((rec[0], rec[1], json_fields(body), None, result, rec[5], ONE_ARG))
+            else:  # no body kept (none sent, or over the cap): a call without inputs
+                append((rec[0], rec[1], (), None, result, rec[5], ARGS))
         super().aggregate(parsed, wall_offset_ns)
+
+    def _fold(self, prof: Profile, recs: list[Record], inputs: CallInputs | None) -> None:
+        """The generic fold, but the outputs (flat dicts parsed from JSON) go in as rows at once, not call by call."""
+        outputs = [rec[4] for rec in recs if rec[4] is not None]
+        super()._fold(prof, [(*rec[:4], None, *rec[5:]) for rec in recs] if outputs else recs, inputs)
+        if outputs:
+            apply_rows(prof, outputs, self.output_config, "outputs")
 
 
 class ModelRoute:
@@ -292,7 +446,7 @@ class ModelRoute:
 
     __slots__ = ("_checked_at", "_deferred", "model", "recorder", "template")
 
-    def __init__(self, template: str, recorder: Recorder) -> None:
+    def __init__(self, template: str, recorder: ModelRecorder) -> None:
         self.template = template
         self.recorder = recorder
         self.model = recorder.model
@@ -314,7 +468,7 @@ class ModelRoute:
         return self._deferred
 
 
-def _model_recorder(spec: str | Mapping[str, Any]) -> Recorder:
+def _model_recorder(spec: str | Mapping[str, Any]) -> ModelRecorder:
     if isinstance(spec, str):
         options: dict[str, Any] = {"model": spec}
     elif isinstance(spec, Mapping):
@@ -456,6 +610,11 @@ class HttpTelemetry:
     - `max_body_bytes`: the most bytes of a model route's request or response body kept.
     - `prediction_id_header`: a header name (e.g. ``"X-Prediction-Id"``): a model route's 2xx
       answer carries its prediction's id there (`PredictionId`); None (the default) sends none.
+
+    The middleware record a request with `record` (the request recorder's hot-path function, None
+    when `http_model` is None) and keep the requests in flight in `in_flight` ({(method as
+    received, scheme): count}, under `lock` where requests run on several threads), which the
+    OTLP metrics read as ``http.server.active_requests``.
     """
 
     def __init__(
@@ -482,7 +641,9 @@ class HttpTelemetry:
             {t: ModelRoute(t, _model_recorder(spec)) for t, spec in (model_routes or {}).items()}
         )
         self.has_model_routes = bool(self.models)
-        self.http: Recorder | None = None
+        self.http: RequestRecorder | None = None
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
         if http_model is not None:
             if not isinstance(http_model, str) or not http_model:
                 raise ConfigError(f"http_model must be a non-empty string or None, got {http_model!r}")
@@ -492,7 +653,26 @@ class HttpTelemetry:
             )
             RUNTIME.add_recorder(self.http)
             _MIDDLEWARE_RECORDERS.add(self.http)
-        self._record_http = self.http.record if self.http is not None else None
+            add_view(http_model, SEMCONV_HISTOGRAMS, semconv_points)
+            _TELEMETRIES.add(self)
+            add_live(ACTIVE_REQUESTS, _active_requests)
+        self.record = self.http.record_request if self.http is not None else None
+
+    def arrive(self, method: str, scheme: str) -> tuple[str, str]:
+        """A request arrives: counted in `in_flight` under its key, returned (the caller takes it off when it leaves).
+
+        The key is the (method, scheme) as received while that pair is known; a pair not seen
+        before is normalised first (a standard method, else ``_OTHER``; ``http``/``https``, else
+        ``_OTHER``), so that clients cannot grow the counts. Callers on several threads hold `lock`.
+        """
+        in_flight = self.in_flight
+        key = (method, scheme)
+        n = in_flight.get(key)
+        if n is None:
+            key = (normalize_method(method), scheme if scheme in ("http", "https") else "_OTHER")
+            n = in_flight.get(key, 0)
+        in_flight[key] = n + 1
+        return key
 
     def model_route(self, path: str) -> ModelRoute | None:
         """The model route `path` belongs to, unless its model is monitored elsewhere (never raises)."""
@@ -515,43 +695,30 @@ class HttpTelemetry:
             HEALTH.count_error("http_route", exc)
             return None, None
 
-    def record(
-        self,
-        t0: int,
-        duration: int,
-        method: str,
-        route: str | None,
-        status: int,
-        request_size: int | None,
-        response_size: int,
-        active: int,
-        exc: BaseException | None,
-    ) -> None:
-        """One request (never raises: the recorder counts its own failures)."""
-        record = self._record_http
-        if record is None:
-            return
-        row = {
-            ATTR_METHOD: method,
-            ATTR_ROUTE: route or NO_ROUTE,
-            ATTR_STATUS: status,
-            COL_REQUEST_SIZE: request_size,
-            COL_RESPONSE_SIZE: response_size,
-            COL_ACTIVE: active,
-        }
-        record(t0, duration, (row,), None, None, exc)
-
     @staticmethod
     def record_model(
-        route: ModelRoute, t0: int, duration: int, status: int, inputs: bytes | None, outputs: bytes | None, exc: BaseException | None
+        route: ModelRoute, t0: int, duration: int, status: int, inputs: bytes | None, outputs: bytes | None, error: str | None
     ) -> None:
         """One model call of a model route, with its raw bodies (parsed by `ModelRecorder` off the request path).
 
         4xx answers are not model calls; outputs are taken from 2xx answers only.
         """
-        if exc is None and 400 <= status < 500:
+        if error is None and 400 <= status < 500:
             return
-        if not 200 <= status < 300:
-            outputs = None
-        route.recorder.record(t0, duration, (inputs or b"",), None, outputs, exc)
+        route.recorder.record_body(t0, duration, inputs or b"", outputs if 200 <= status < 300 else None, error)
 
+
+#: Every HttpTelemetry with request telemetry in the process, for ``http.server.active_requests``.
+_TELEMETRIES: weakref.WeakSet[HttpTelemetry] = weakref.WeakSet()
+
+
+def _active_requests() -> list[tuple[Attrs, int]]:
+    """``http.server.active_requests`` now: the in-flight counts of every middleware, by method and scheme."""
+    counts: dict[tuple[str, str], int] = {}
+    for telemetry in list(_TELEMETRIES):
+        with telemetry.lock:
+            items = list(telemetry.in_flight.items())
+        for (method, scheme), n in items:
+            key = (normalize_method(method), scheme)
+            counts[key] = counts.get(key, 0) + n
+    return [({ATTR_METHOD: method, ATTR_SCHEME: scheme}, n) for (method, scheme), n in sorted(counts.items())]

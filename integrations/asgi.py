@@ -22,10 +22,19 @@ streaming responses still stream), for ``mlwatch.log_outcome(prediction_id=...)`
 The route template is read from ``scope["route"]`` after the app returns (Starlette and FastAPI
 set it while routing); pass ``route_of=`` for other frameworks.
 
+Cost: a request on no model route takes the lean path (`MlwatchASGIMiddleware.__call__`): one
+``send`` wrapper noting the status and counting the bytes sent, two clock reads, the in-flight
+counts, and one flat tuple appended to a bounded buffer; everything else (method names, segments,
+sketches) happens on mlwatch's aggregator thread. Model routes, prediction ids and chunked request
+bodies take the full path (`_observe`), which also tees the bodies.
+
 Exit: when the ASGI lifespan shuts down, the middleware calls ``mlwatch.flush()`` before passing
 on ``lifespan.shutdown.complete``. uvicorn, once it has shut down on SIGTERM, re-raises the signal
 with its default action, which ends the process without running ``atexit`` handlers, so
 mlwatch's own exit flush never runs there; without this, a uvicorn process's last windows are lost.
+An app that does not speak the lifespan protocol (it raises before reading the first lifespan
+message, as Django's ASGI handler does) gets it spoken for it here, so that the shutdown still
+flushes: the server then sees an app that supports lifespan, with nothing to start or stop.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from mlwatch._health import HEALTH
 from mlwatch.lifecycle import flush
 
 from ._body import BodyBuffer
-from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, PredictionId, normalize_method
+from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, PredictionId
 
 __all__ = ["ASGIApp", "Message", "MlwatchASGIMiddleware", "Receive", "Scope", "Send", "route_from_scope"]
 
@@ -61,8 +70,10 @@ def route_from_scope(scope: Scope) -> str | None:
 
 def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     for name, value in headers:
-        if name.lower() == b"content-type":
-            return b"json" in value.lower()
+        if name == b"content-type" or name.lower() == b"content-type":
+            # find(), not `in`: bytes.__contains__ first tries its argument as an int, and the
+            # TypeError it raises and clears costs more than the whole search
+            return value.lower().find(b"json") != -1
     return False
 
 
@@ -107,20 +118,118 @@ class MlwatchASGIMiddleware:
         )
         self.route_of = route_of
         self.active_requests = 0
+        self._skip_exact = self.telemetry.excluded.exact  # the excluded paths, read inline on every request
+        self._skip_prefixes = self.telemetry.excluded.prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        telemetry = self.telemetry
+        kind = ""
+        observe = full = False
+        model: ModelRoute | None = None
+        ids: PredictionId | None = None
+        request_size: int | None = 0
         try:
             kind = scope["type"]
-            skip = kind != "http" or self.telemetry.excluded(scope["path"])
+            path = scope["path"] if kind == "http" else ""
+            if kind == "http" and path not in self._skip_exact and not (self._skip_prefixes and path.startswith(self._skip_prefixes)):
+                observe = True
+                models = telemetry.models
+                if path in models.exact or models.patterns:  # maybe a model route
+                    model, ids = telemetry.routes(path)
+                    full = model is not None or ids is not None
+                for name, value in scope["headers"]:
+                    if name == b"content-length":
+                        request_size = int(value) if value.isdigit() else None
+                        break
+                    if name == b"transfer-encoding":
+                        full = True  # a chunked body: its size is counted as the app reads it
+                observe = full or telemetry.record is not None
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
-            kind, skip = "", True
-        if kind == "lifespan" and self.flush_on_shutdown:
-            await self.app(scope, receive, self._flushing_send(send))
-        elif skip:
-            await self.app(scope, receive, send)
-        else:
-            await self._observe(scope, receive, send)
+            request_size = None
+        if not observe:
+            if kind == "lifespan" and self.flush_on_shutdown:
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        if full:
+            await self._observe(scope, receive, send, model, ids, request_size)
+            return
+
+        # The lean path: the status and the bytes sent, the time the app took, one buffered record.
+        status = 0
+        response_size = 0
+
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            """Notes the status and counts the body bytes, then hands the server's own awaitable back (no coroutine of ours)."""
+            nonlocal status, response_size
+            try:
+                kind = message["type"]
+                if kind == "http.response.body":
+                    response_size += len(message.get("body", b""))
+                elif kind == "http.response.start":
+                    status = message["status"]
+            except Exception as exc:
+                HEALTH.count_error("http_middleware", exc)
+            return send(message)
+
+        in_flight = telemetry.in_flight
+        key = ("", "")
+        try:
+            key = telemetry.arrive(scope["method"], scope.get("scheme") or "http")
+        except Exception as exc:
+            HEALTH.count_error("http_middleware", exc)
+        self.active_requests += 1
+        active = self.active_requests
+        error: BaseException | None = None
+        t0 = perf_counter_ns()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            duration = perf_counter_ns() - t0
+            self.active_requests -= 1
+            try:
+                in_flight[key] -= 1
+                record = telemetry.record
+                if record is not None:
+                    error_type = None
+                    if error is not None:  # the server answers 500 to an exception raised before the response started
+                        status, error_type = status or 500, type(error).__name__
+                    record(t0, duration, key[0], self.route_of(scope), status, error_type, request_size, response_size, active, key[1])
+            except Exception as exc:
+                HEALTH.count_error("http_middleware", exc)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The lifespan scope: passed to the app with a flushing ``send``; spoken for an app that does not speak it."""
+        asked = False
+
+        async def app_receive() -> Message:
+            nonlocal asked
+            asked = True
+            return await receive()
+
+        try:
+            await self.app(scope, app_receive, self._flushing_send(send))
+        except Exception:
+            if asked:  # the app took part in the protocol and then failed: the server must see it
+                raise
+            await self._own_lifespan(receive, send)
+
+    async def _own_lifespan(self, receive: Receive, send: Send) -> None:
+        """Lifespan for an app without it: startup completes at once; shutdown flushes mlwatch first."""
+        flushing_send = self._flushing_send(send)
+        while True:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                await flushing_send({"type": "lifespan.shutdown.complete"})
+                return
 
     def _flushing_send(self, send: Send) -> Send:
         """Lifespan ``send`` that flushes mlwatch just before the app reports its shutdown complete.
@@ -140,33 +249,27 @@ class MlwatchASGIMiddleware:
 
         return lifespan_send
 
-    async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _observe(
+        self, scope: Scope, receive: Receive, send: Send, model: ModelRoute | None, ids: PredictionId | None, request_size: int | None
+    ) -> None:
+        """The full path: a model route (its bodies teed), a prediction id to send, or a chunked request body to count."""
         telemetry = self.telemetry
         status = 0
         response_size = 0
-        request_size: int | None = 0
         request_body: BodyBuffer | None = None
         response_body: BodyBuffer | None = None
         json_response = False
         count_request = False
-        model = None
-        ids: PredictionId | None = None
         try:
-            if telemetry.has_model_routes:
-                model, ids = telemetry.routes(scope["path"])
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    request_size = int(value) if value.isdigit() else None
-                    break
-                if name == b"transfer-encoding":
-                    request_size, count_request = 0, True
+            if request_size == 0:
+                count_request = any(name == b"transfer-encoding" for name, _ in scope["headers"])
             if model is not None:
                 request_body = BodyBuffer(telemetry.max_body_bytes)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
             request_size = None
 
-        async def send_wrapper(message: Message) -> None:
+        def send_wrapper(message: Message) -> Awaitable[None]:
             nonlocal status, response_size, json_response, response_body
             try:
                 kind = message["type"]
@@ -186,7 +289,7 @@ class MlwatchASGIMiddleware:
                         message = _with_id(message, telemetry.id_header_bytes, ids.value(status, json_response, request_body, response_body))
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)
-            await send(message)
+            return send(message)
 
         app_receive = receive
         if request_body is not None or count_request:
@@ -207,6 +310,12 @@ class MlwatchASGIMiddleware:
 
             app_receive = receive_wrapper
 
+        in_flight = telemetry.in_flight
+        key = ("", "")
+        try:
+            key = telemetry.arrive(scope["method"], scope.get("scheme") or "http")
+        except Exception as exc:
+            HEALTH.count_error("http_middleware", exc)
         self.active_requests += 1
         active = self.active_requests
         error: BaseException | None = None
@@ -223,18 +332,19 @@ class MlwatchASGIMiddleware:
             if ids is not None:
                 ids.leave(ids_token)
             try:
+                in_flight[key] -= 1
                 if status == 0 and error is not None:
                     status = 500  # the server answers 500 to an exception raised before the response started
-                telemetry.record(
-                    t0, duration, normalize_method(scope["method"]), self.route_of(scope), status,
-                    request_size, response_size, active, error,
-                )
+                error_type = None if error is None else type(error).__name__
+                record = telemetry.record
+                if record is not None:
+                    record(t0, duration, key[0], self.route_of(scope), status, error_type, request_size, response_size, active, key[1])
                 if model is not None:
                     telemetry.record_model(
                         model, t0, duration, status,
                         request_body.raw() if request_body is not None else None,
                         response_body.raw() if response_body is not None else None,
-                        error,
+                        error_type,
                     )
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)

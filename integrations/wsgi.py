@@ -26,7 +26,6 @@ pass ``route_of=`` to read them some other way. A response that is the server's
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import perf_counter_ns
 from types import TracebackType
@@ -35,7 +34,7 @@ from typing import Any, Protocol
 from mlwatch._health import HEALTH
 
 from ._body import BodyBuffer
-from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, PredictionId, normalize_method
+from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, PredictionId
 
 __all__ = ["ENVIRON_EXCEPTION", "ENVIRON_ROUTE", "MlwatchWSGIMiddleware", "StartResponse", "WSGIApp", "WSGIEnvironment", "route_from_environ"]
 
@@ -117,8 +116,8 @@ class _Request:
     """What one request has seen so far; finished once, by whichever of close() or an error comes first."""
 
     __slots__ = (
-        "active", "environ", "error", "finished", "ids", "input", "json", "middleware", "model",
-        "request_size", "response_body", "response_size", "status", "t0",
+        "active", "environ", "error", "finished", "ids", "input", "json", "key", "middleware", "model",
+        "request_size", "response_body", "response_size", "server_write", "status", "t0",
     )
 
     def __init__(
@@ -138,7 +137,9 @@ class _Request:
         self.error: BaseException | None = None
         self.finished = False
         self.active = 0
+        self.key = ("", "")
         self.t0 = 0
+        self.server_write: Callable[[bytes], object] | None = None
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None, start_response: StartResponse) -> Callable[[bytes], object]:
         try:
@@ -151,8 +152,8 @@ class _Request:
                 headers = self._with_id(headers)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
-        write = start_response(status, headers) if exc_info is None else start_response(status, headers, exc_info)
-        return self._writer(write)
+        self.server_write = start_response(status, headers) if exc_info is None else start_response(status, headers, exc_info)
+        return self.write
 
     def _with_id(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers with the prediction id added (a new list; unchanged when there is no id or the app set that header)."""
@@ -164,14 +165,11 @@ class _Request:
             return headers
         return [*headers, (name, pid)]
 
-    def _writer(self, write: Callable[[bytes], object]) -> Callable[[bytes], object]:
-        """The legacy ``write()`` callable, counted like iterated chunks."""
-
-        def counted_write(data: bytes) -> object:
-            self.chunk(data)
-            return write(data)
-
-        return counted_write
+    def write(self, data: bytes) -> object:
+        """The legacy ``write()`` callable ``start_response`` returns, counted like iterated chunks."""
+        self.chunk(data)
+        assert self.server_write is not None  # start_response set it before handing this out
+        return self.server_write(data)
 
     def chunk(self, data: bytes) -> None:
         try:
@@ -187,7 +185,7 @@ class _Request:
         self.finished = True
         duration = perf_counter_ns() - self.t0
         mw = self.middleware
-        mw._leave()
+        mw._leave(self.key)
         if self.ids is not None:
             self.ids.settle()
         try:
@@ -198,16 +196,16 @@ class _Request:
             if self.input is not None and request_size is None:
                 request_size = self.input.size
             telemetry = mw.telemetry
-            telemetry.record(
-                self.t0, duration, normalize_method(environ.get("REQUEST_METHOD", "")), mw.route_of(environ), status,
-                request_size, self.response_size, self.active, error,
-            )
+            error_type = None if error is None else type(error).__name__
+            record = telemetry.record
+            if record is not None:
+                record(self.t0, duration, self.key[0], mw.route_of(environ), status, error_type, request_size, self.response_size, self.active, self.key[1])
             if self.model is not None:
                 telemetry.record_model(
                     self.model, self.t0, duration, status,
                     self.input._buffer.raw() if self.input is not None else None,
                     self.response_body.raw() if self.response_body is not None else None,
-                    error,
+                    error_type,
                 )
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
@@ -226,6 +224,8 @@ class _Response:
             for data in self._result:
                 request.chunk(data)
                 yield data
+        except GeneratorExit:  # the server closed the response early (the client hung up): no error of the app's
+            raise
         except BaseException as exc:
             request.error = exc
             raise
@@ -268,16 +268,24 @@ class MlwatchWSGIMiddleware:
         )
         self.route_of = route_of
         self.active_requests = 0
-        self._lock = threading.Lock()
+        self._lock = self.telemetry.lock
+        self._skip_exact = self.telemetry.excluded.exact  # the excluded paths, read inline on every request
+        self._skip_prefixes = self.telemetry.excluded.prefixes
 
-    def _enter(self) -> int:
+    def _enter(self, environ: WSGIEnvironment) -> tuple[int, tuple[str, str]]:
+        """A request arrives: (requests in flight with it, its in-flight key (method, scheme))."""
+        method, scheme = environ.get("REQUEST_METHOD", ""), environ.get("wsgi.url_scheme") or "http"
         with self._lock:
+            key = self.telemetry.arrive(method, scheme)
             self.active_requests += 1
-            return self.active_requests
+            return self.active_requests, key
 
-    def _leave(self) -> None:
+    def _leave(self, key: tuple[str, str]) -> None:
         with self._lock:
             self.active_requests -= 1
+            in_flight = self.telemetry.in_flight
+            if key in in_flight:
+                in_flight[key] -= 1
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -291,7 +299,7 @@ class MlwatchWSGIMiddleware:
         def wrapped_start_response(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /) -> Callable[[bytes], object]:
             return request.start_response(status, headers, exc_info, start_response)
 
-        request.active = self._enter()
+        request.active, request.key = self._enter(environ)
         ids_token = request.ids.enter() if request.ids is not None else None
         request.t0 = perf_counter_ns()
         try:
@@ -311,13 +319,14 @@ class MlwatchWSGIMiddleware:
     def _start(self, environ: WSGIEnvironment) -> _Request | None:
         path = environ.get("PATH_INFO", "")
         telemetry = self.telemetry
-        if telemetry.excluded(path):
+        if path in self._skip_exact or (self._skip_prefixes and path.startswith(self._skip_prefixes)):
             return None
         length = environ.get("CONTENT_LENGTH")
         request_size: int | None = int(length) if length and length.isdigit() else 0
         if not length and environ.get("HTTP_TRANSFER_ENCODING"):
             request_size = None  # chunked: counted as the app reads it (model routes only)
-        model, ids = telemetry.routes(path) if telemetry.has_model_routes else (None, None)
+        models = telemetry.models
+        model, ids = telemetry.routes(path) if path in models.exact or models.patterns else (None, None)
         request = _Request(self, environ, model, request_size, ids)
         if model is not None and "wsgi.input" in environ:
             request.input = _InputTee(environ["wsgi.input"], BodyBuffer(telemetry.max_body_bytes))

@@ -12,7 +12,13 @@ resident memory and mlwatch's own health. Two ways out:
   of the specification's ``MetricProducer``, which the Python SDK (1.45) does not offer yet.
 - `register()`: observable instruments on an application's own `Meter` (the
   ``use_global_providers`` option); their callbacks read the same state. The OTel API has no
-  observable histogram, so this path carries everything except the duration histogram.
+  observable histogram, so this path carries everything except the histograms.
+
+Other parts of mlwatch add metrics of their own without this module knowing them (the HTTP
+integration's OpenTelemetry semantic-convention metrics, ``http.server.request.duration`` and
+friends): `add_view()` derives histograms from the closed windows of one model (folded like the
+rest, cumulatively per attribute set), `add_live()` reads a value when metrics are collected (the
+requests in flight right now).
 
 Why: per-call ``record()`` on OTel instruments costs 9-17 µs a call (measured, DESIGN.md), far
 more than mlwatch's whole hot path; the window profile already holds everything (its latency
@@ -52,7 +58,19 @@ from mlwatch._sketches import KllSketch
 from mlwatch.model_quality import QualitySketch
 from mlwatch.profile import Profile
 
-__all__ = ["DURATION_BUCKETS", "FEATURE_QUANTILES", "SPECS", "HistogramValue", "MetricSpec", "Point", "WindowMetrics"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "FEATURE_QUANTILES",
+    "SPECS",
+    "Distribution",
+    "HistogramValue",
+    "MetricSpec",
+    "Point",
+    "View",
+    "WindowMetrics",
+    "add_live",
+    "add_view",
+]
 
 #: Bucket bounds (seconds) of ``mlwatch.prediction.duration``: OTel's HTTP duration advice,
 #: extended below 5 ms because in-process models often answer in microseconds.
@@ -73,12 +91,13 @@ Attrs = dict[str, AttrValue]
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A metric mlwatch emits: OTel-style name, instrument kind, UCUM unit and description."""
+    """A metric mlwatch emits: OTel-style name, instrument kind, UCUM unit, description (and a histogram's bucket bounds)."""
 
     name: str
     kind: Kind
     unit: str
     description: str
+    buckets: tuple[float, ...] = DURATION_BUCKETS
 
 
 SPECS: tuple[MetricSpec, ...] = (
@@ -102,7 +121,50 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("mlwatch.export.pending", "updown", "{profile}", "Window profiles waiting for export."),
     MetricSpec("mlwatch.worker.cpu.time", "counter", "s", "CPU time spent in mlwatch's background threads (aggregation and export)."),
 )
-_SPEC = {s.name: s for s in SPECS}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """The values of one histogram point of one window: their KLL sketch, and their exact sum when known (else estimated from the sketch)."""
+
+    sketch: KllSketch
+    total: float | None = None
+
+
+#: A view: from one closed window profile of its model, the histogram points it adds, as
+#: (metric, attributes, distribution). Folded cumulatively per (metric, attributes).
+View = Callable[[Profile], Iterable[tuple[MetricSpec, Attrs, Distribution]]]
+#: A live metric's reading: (attributes, value) pairs, read when metrics are collected.
+Reading = Callable[[], Iterable[tuple[Attrs, int | float]]]
+
+_VIEWS: dict[str, tuple[tuple[MetricSpec, ...], View]] = {}
+_LIVE: dict[str, tuple[MetricSpec, Reading]] = {}
+
+
+def add_view(model: str, specs: Sequence[MetricSpec], view: View) -> None:
+    """Derive the histograms `specs` from every closed window of `model` with `view` (replaces that model's view)."""
+    _VIEWS[model] = (tuple(specs), view)
+
+
+def add_live(spec: MetricSpec, reading: Reading) -> None:
+    """Report `spec` (a counter, up-down counter or gauge) from `reading()` at each collection (replaces a reading of that name)."""
+    _LIVE[spec.name] = (spec, reading)
+    with _REGISTRY_LOCK:
+        slots = list(_REGISTRY.values())
+    for meter, current, created in slots:  # meters that already carry mlwatch's instruments get this one too
+        with guard("metrics_register"):
+            _create_instruments(meter, current, created)
+
+
+def all_specs() -> list[MetricSpec]:
+    """mlwatch's own metrics, then those of the views and live readings added so far."""
+    out = list(SPECS)
+    seen = {s.name for s in out}
+    for spec in [s for specs, _ in _VIEWS.values() for s in specs] + [spec for spec, _ in _LIVE.values()]:
+        if spec.name not in seen:
+            seen.add(spec.name)
+            out.append(spec)
+    return out
 
 
 @dataclass(frozen=True)
@@ -137,6 +199,20 @@ class _Series:
     count: int = 0
     sum: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    min: float = float("inf")
+    max: float = float("-inf")
+
+
+@dataclass
+class _Hist:
+    """Cumulative explicit-bucket histogram of one (view metric, attributes)."""
+
+    attrs: Attrs
+    start_ns: int
+    bounds: tuple[float, ...]
+    buckets: list[int]
+    count: int = 0
+    sum: float = 0.0
     min: float = float("inf")
     max: float = float("-inf")
 
@@ -213,6 +289,7 @@ class WindowMetrics:
     ) -> None:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str | None, str], _Series] = {}
+        self._views: dict[tuple[str, tuple[tuple[str, AttrValue], ...]], _Hist] = {}
         self._last: dict[tuple[str, str | None], _Last] = {}
         self._reference_sources = dict(reference or {})
         self._references: dict[str, Profile | None] = {}
@@ -233,6 +310,8 @@ class WindowMetrics:
             with self._lock:
                 for p in profiles:
                     self._fold_series(p, now)
+                    if p.model in _VIEWS:
+                        self._fold_view(p, now)
                     if p.quality is not None and not p.quality.is_empty():
                         self._fold_quality(p)
                     key = (p.model, p.version)
@@ -266,6 +345,26 @@ class WindowMetrics:
             s.sum += _estimated_sum(lat)
             s.min = min(s.min, lat.min)
             s.max = max(s.max, lat.max)
+
+    def _fold_view(self, p: Profile, now: int) -> None:
+        with guard("metrics_view"):
+            for spec, attrs, dist in _VIEWS[p.model][1](p):
+                sketch = dist.sketch
+                if not sketch.n:
+                    continue
+                key = (spec.name, tuple(sorted(attrs.items())))
+                h = self._views.get(key)
+                if h is None:
+                    if len(self._views) >= MAX_SERIES:
+                        HEALTH.count_dropped("metrics_series_limit", 1)
+                        continue
+                    h = self._views[key] = _Hist(dict(attrs), now, spec.buckets, [0] * (len(spec.buckets) + 1))
+                for i, c in enumerate(bucket_counts(sketch, h.bounds)):
+                    h.buckets[i] += c
+                h.count += sketch.n
+                h.sum += _estimated_sum(sketch) if dist.total is None else dist.total
+                h.min = min(h.min, sketch.min)
+                h.max = max(h.max, sketch.max)
 
     def _fold_quality(self, p: Profile) -> None:
         """Running model quality per (model, version): outcomes arrive late, so not per window."""
@@ -344,8 +443,11 @@ class WindowMetrics:
     # ------------------------------------------------------------------ collect (any thread)
     def collect(self) -> dict[str, list[Point]]:
         """Every metric's points right now: profile-derived state, process usage, mlwatch health."""
-        out: dict[str, list[Point]] = {s.name: [] for s in SPECS}
+        out: dict[str, list[Point]] = {s.name: [] for s in all_specs()}
         with self._lock:
+            for (name, _), hist in self._views.items():
+                hv = HistogramValue(hist.count, hist.sum, tuple(hist.buckets), hist.bounds, hist.min, hist.max)
+                out.setdefault(name, []).append(Point(dict(hist.attrs), hv, hist.start_ns))
             for s in self._series.values():
                 out["mlwatch.prediction.calls"].append(Point(dict(s.attrs), s.calls, s.start_ns))
                 for etype, n in sorted(s.errors.items()):
@@ -376,6 +478,9 @@ class WindowMetrics:
         if rss is not None:
             out["process.memory.usage"].append(Point({}, rss, self.start_ns))
         self._collect_health(out)
+        for spec, reading in list(_LIVE.values()):
+            with guard("metrics_live"):
+                out[spec.name] = [Point(dict(attrs), value, self.start_ns) for attrs, value in reading()]
         return out
 
     def _collect_health(self, out: dict[str, list[Point]]) -> None:
@@ -424,7 +529,7 @@ class WindowMetrics:
         now = time.time_ns()
         cumulative = AggregationTemporality.CUMULATIVE
         metrics: list[Any] = []
-        for spec in SPECS:
+        for spec in all_specs():
             points = data.get(spec.name) or []
             if not points:
                 continue
@@ -448,39 +553,46 @@ class WindowMetrics:
         Instruments cannot be removed from a meter, so they are created once per meter and read
         whichever `WindowMetrics` registered last (a reconfigured or forked exporter's new state).
         """
-        from opentelemetry.metrics import CallbackOptions, Observation
-
         with _REGISTRY_LOCK:
             slot = _REGISTRY.get(id(meter))
             if slot is not None and slot[0] is meter:
                 slot[1][0] = self
-                return
-            current: list[WindowMetrics] = [self]
-            _REGISTRY[id(meter)] = (meter, current)
-
-        def callback_for(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-            def callback(options: CallbackOptions) -> Iterable[Observation]:
-                try:
-                    return [Observation(_number(p.value), p.attributes) for p in current[0]._collect_cached().get(name, [])]
-                except Exception as exc:
-                    HEALTH.count_error("metrics_callback", exc)
-                    return []
-
-            return callback
-
-        for spec in SPECS:
-            cb = [callback_for(spec.name)]
-            if spec.kind == "counter":
-                meter.create_observable_counter(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
-            elif spec.kind == "updown":
-                meter.create_observable_up_down_counter(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
-            elif spec.kind == "gauge":
-                meter.create_observable_gauge(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
-            # histogram: the OTel API has no observable histogram (see the module docstring)
+                current, created = slot[1], slot[2]
+            else:
+                current, created = [self], set()
+                _REGISTRY[id(meter)] = (meter, current, created)
+        _create_instruments(meter, current, created)
 
 
-#: Meters that already carry mlwatch's observable instruments: id -> (meter, [current state]).
-_REGISTRY: dict[int, tuple[Any, list[WindowMetrics]]] = {}
+def _create_instruments(meter: Any, current: list[WindowMetrics], created: set[str]) -> None:
+    """The observable instruments of every metric known now that `meter` does not carry yet."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def callback_for(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            try:
+                return [Observation(_number(p.value), p.attributes) for p in current[0]._collect_cached().get(name, [])]
+            except Exception as exc:
+                HEALTH.count_error("metrics_callback", exc)
+                return []
+
+        return callback
+
+    with _REGISTRY_LOCK:
+        specs = [s for s in all_specs() if s.name not in created and s.kind != "histogram"]
+        created.update(s.name for s in specs)
+    for spec in specs:  # histograms: the OTel API has no observable histogram (see the module docstring)
+        cb = [callback_for(spec.name)]
+        if spec.kind == "counter":
+            meter.create_observable_counter(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
+        elif spec.kind == "updown":
+            meter.create_observable_up_down_counter(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
+        else:
+            meter.create_observable_gauge(spec.name, callbacks=cb, unit=spec.unit, description=spec.description)
+
+
+#: Meters that already carry mlwatch's observable instruments: id -> (meter, [current state], names created).
+_REGISTRY: dict[int, tuple[Any, list[WindowMetrics], set[str]]] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 

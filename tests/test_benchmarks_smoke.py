@@ -1,5 +1,6 @@
-"""The batch-profiling benchmark harness stays runnable: a tiny in-process `--quick` run of its
-mlwatch part (peers off). Nothing here asserts speed; only that every figure is produced and sane."""
+"""The benchmark harnesses stay runnable: a tiny in-process `--quick` run of the batch-profiling
+one's mlwatch part (peers off), and of the HTTP middleware's CPU one. Nothing here asserts speed;
+only that every figure is produced and sane."""
 
 from __future__ import annotations
 
@@ -96,3 +97,21 @@ def test_measure_takes_a_warmup_and_the_median(bench: ModuleType) -> None:
     assert min(timing.wall) <= timing.wall_median <= max(timing.wall)
     table = _harness.render_markdown(["a", "b"], [["1", "x|y"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |"]
+
+
+def test_http_cpu_harness_measures_every_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_http_cpu: CPU per request of both middleware, both kinds of request; mlwatch's settings are restored after."""
+    pytest.importorskip("fastapi")
+    import mlwatch
+    from mlwatch._runtime import RUNTIME
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    http_cpu = importlib.import_module("benchmarks.bench_http_cpu")
+    before = (RUNTIME.settings, RUNTIME.batch_size)
+    errors = dict(mlwatch.health()["internal_errors"])
+    lines: list[str] = []
+    got = http_cpu.main(["--requests", "50", "--reps", "1"], log=lines.append)
+    assert set(got) == {f"{iface} {kind}" for iface in ("asgi", "wsgi") for kind in http_cpu.KINDS}
+    assert all(v["bare"] > 0 and v["aggregation"] > 0 for v in got.values())
+    assert len(lines) == 4 and (RUNTIME.settings, RUNTIME.batch_size) == before
+    assert mlwatch.health()["internal_errors"] == errors

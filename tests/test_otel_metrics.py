@@ -10,8 +10,17 @@ import pytest
 from otlp_receiver import HealthDelta, Receiver, any_value, window_profile
 
 import mlwatch
-from mlwatch import Profile
-from mlwatch._otel_metrics import DURATION_BUCKETS, SPECS, WindowMetrics, bucket_counts
+from mlwatch import Profile, _otel_metrics
+from mlwatch._otel_metrics import (
+    DURATION_BUCKETS,
+    Distribution,
+    MetricSpec,
+    WindowMetrics,
+    add_live,
+    add_view,
+    all_specs,
+    bucket_counts,
+)
 from mlwatch._sketches import KllSketch
 from mlwatch.otlp import OtlpExporter
 
@@ -155,7 +164,7 @@ def test_observable_instruments_on_an_application_meter() -> None:
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert "mlwatch.prediction.calls" in names and "mlwatch.feature.missing_share" in names
     assert "mlwatch.prediction.duration" not in names  # the OTel API has no observable histogram
-    assert names <= {s.name for s in SPECS}
+    assert names <= {s.name for s in all_specs()}
     again = WindowMetrics(health=lambda: _HEALTH)  # a reconfigured exporter: same meter, new state
     again.register(provider.get_meter("mlwatch"))
     again.observe([window_profile("observable", 9)])
@@ -164,6 +173,38 @@ def test_observable_instruments_on_an_application_meter() -> None:
     calls = [dp.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == "mlwatch.prediction.calls" for dp in m.data.data_points]
     assert calls == [9]  # read once, from the latest state: no duplicate instruments
     provider.shutdown()
+
+
+def test_views_and_live_readings() -> None:
+    """add_view(): histograms derived from one model's closed windows, cumulative per attribute set; add_live():
+    a value read at collection, also as an instrument on a meter registered before it was added."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    size = MetricSpec("test.view.size", "histogram", "By", "A derived histogram.", (1.0, 10.0))
+    live = MetricSpec("test.live.count", "updown", "{thing}", "A value read at collection.")
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    wm = WindowMetrics(health=lambda: _HEALTH)
+    wm.register(provider.get_meter("mlwatch"))
+    try:
+        add_view("viewed", [size], lambda p: [(size, {"side": p.segment_key}, Distribution(p.latency, 123.0))] if p.latency else [])
+        add_live(live, lambda: [({"side": "a"}, 3)])
+        wm.observe([window_profile("viewed", 4, latency=5.0), window_profile("viewed", 2, latency=0.5, window=60.0), window_profile("other", 3)])
+        got = {m.name: m for m in wm.to_sdk_metrics()}
+        [point] = got["test.view.size"].data.data_points
+        assert (got["test.view.size"].unit, dict(point.attributes), point.count, point.sum) == ("By", {"side": ""}, 6, 246.0)
+        assert (list(point.explicit_bounds), list(point.bucket_counts)) == ([1.0, 10.0], [2, 4, 0])
+        assert [(dict(p.attributes), p.value) for p in got["test.live.count"].data.data_points] == [({"side": "a"}, 3)]
+        data = reader.get_metrics_data()
+        assert data is not None
+        observed = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        assert [p.value for p in observed["test.live.count"].data.data_points] == [3]
+        assert "test.view.size" not in observed  # the OTel API has no observable histogram
+    finally:
+        _otel_metrics._VIEWS.pop("viewed", None)
+        _otel_metrics._LIVE.pop(live.name, None)
+        provider.shutdown()
 
 
 def test_observe_never_raises() -> None:

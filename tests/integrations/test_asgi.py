@@ -305,6 +305,45 @@ def test_lifespan_shutdown_flushes_open_windows() -> None:
     assert any(p.model == "http.server" and p.calls == 1 for p in delivered)
 
 
+def _run_lifespan(app: Any) -> list[str]:
+    """Drive the ASGI lifespan (startup, then shutdown) as a server does; the types of the messages the app sent."""
+    inbox: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> Message:
+        return inbox.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send))
+    return sent
+
+
+def test_lifespan_is_spoken_for_an_app_without_it() -> None:
+    """An app that rejects the lifespan scope before reading it (as Django's ASGI handler does) still gets the final
+    flush at shutdown: the middleware answers the protocol for it; an app that fails during its own startup still fails."""
+
+    async def no_lifespan(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError("can only handle ASGI/HTTP connections, not lifespan")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        raise RuntimeError("database unreachable")
+
+    app = MlwatchASGIMiddleware(no_lifespan)
+    with capture() as cap:
+        assert _send_all(app, [{"method": "GET", "url": "/x"}])[0][0] == 200
+        assert _run_lifespan(app) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        delivered = list(cap.exporter.profiles)
+    assert sum(p.calls for p in delivered if p.model == "http.server") == 1
+    with pytest.raises(RuntimeError, match="database unreachable"):
+        _run_lifespan(MlwatchASGIMiddleware(failing_startup))
+
+
 @pytest.mark.parametrize(("module", "blocked", "extra"), [("fastapi", "starlette", "fastapi"), ("flask", "flask", "flask")])
 def test_missing_framework_names_the_extra(module: str, blocked: str, extra: str) -> None:
     """Importing a framework module without its framework says which extra to install."""

@@ -1,11 +1,17 @@
-"""The shared pieces: route templates, excluded paths, method names, semantic-convention attributes, JSON bodies."""
+"""The shared pieces: route templates, excluded paths, method names, semantic-convention attributes and metrics, JSON bodies."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
 import pytest
+from otlp_receiver import Receiver, any_value
 
 import mlwatch
 from mlwatch import ConfigError
+from mlwatch._runtime import Runtime
 from mlwatch.integrations._body import MAX_ARRAY_ITEMS, BodyBuffer, json_fields
 from mlwatch.integrations._http_metrics import PathFilter, RouteTable, normalize_method, semconv_attributes
 
@@ -39,10 +45,128 @@ def test_methods_follow_the_semantic_conventions() -> None:
 
 
 def test_semconv_attributes_from_a_segment() -> None:
-    """A request profile's segment gives OpenTelemetry attributes: the status as an int, no route when none matched."""
-    seg = {"http.request.method": "GET", "http.route": "/items/{id}", "http.response.status_code": "200"}
-    assert semconv_attributes(seg) == {"http.request.method": "GET", "http.route": "/items/{id}", "http.response.status_code": 200}
-    assert semconv_attributes({**seg, "http.route": "__missing__", "http.response.status_code": "0"}) == {"http.request.method": "GET"}
+    """A request profile's segment gives OpenTelemetry attributes: the status as an int, no route when none matched,
+    error.type from the exception or a 5xx status, _OTHER for a folded segment."""
+    seg = {"http.request.method": "GET", "http.route": "/items/{id}", "http.response.status_code": "200", "url.scheme": "https"}
+    base = {"http.request.method": "GET", "url.scheme": "https"}
+    assert semconv_attributes(seg) == {**base, "http.route": "/items/{id}", "http.response.status_code": 200}
+    assert semconv_attributes({**seg, "http.route": "__missing__", "http.response.status_code": "0"}) == base
+    assert semconv_attributes({**seg, "http.response.status_code": "503"})["error.type"] == "503"
+    assert semconv_attributes({**seg, "http.response.status_code": "500", "error.type": "KeyError"})["error.type"] == "KeyError"
+    assert semconv_attributes(dict.fromkeys(seg, "__other__")) == {"http.request.method": "_OTHER"}
+
+
+#: OpenTelemetry's advice for http.server.request.duration, and the SDK's default buckets (body sizes have no advice).
+SEMCONV_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+SDK_DEFAULT_BUCKETS = [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0]
+
+
+def _points(metric: Any) -> dict[frozenset[tuple[str, Any]], Any]:
+    """A metric's data points by their attribute set."""
+    data = getattr(metric, metric.WhichOneof("data"))
+    return {frozenset((kv.key, any_value(kv.value)) for kv in dp.attributes): dp for dp in data.data_points}
+
+
+def test_semconv_http_metrics_reach_an_otlp_receiver(runtime: Runtime) -> None:
+    """Over real OTLP/HTTP: http.server.request.duration, .request.body.size, .response.body.size (histograms with
+    the semantic conventions' units, buckets and attributes) and http.server.active_requests (an up-down counter by
+    method and scheme, read while a request is in flight), exactly as an OpenTelemetry-instrumented server names them."""
+    pytest.importorskip("fastapi")
+    import httpx
+    from fastapi import FastAPI, HTTPException
+
+    from mlwatch.integrations.fastapi import instrument_app
+
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.post("/echo")
+    async def echo(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    @app.get("/down")
+    async def down() -> None:
+        raise HTTPException(status_code=503)
+
+    @app.get("/flush")
+    def flush() -> str:  # metrics are collected while this request is in flight
+        mlwatch.flush()
+        return "ok"
+
+    instrument_app(app)
+    payload = json.dumps({"a": 1, "b": "xy"}).encode()
+
+    async def send_all() -> list[int]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            statuses = [(await client.get(f"/items/{i}")).status_code for i in range(3)]
+            statuses += [(await client.post("/echo", content=payload, headers={"content-type": "application/json"})).status_code for _ in range(2)]
+            statuses += [(await client.get(path)).status_code for path in ("/boom", "/down", "/nowhere")]
+            statuses.append((await client.get("/flush")).status_code)
+            return statuses
+
+    with Receiver() as rx:
+        mlwatch.configure(endpoint=rx.url, window_seconds=3600)
+        assert asyncio.run(send_all()) == [200, 200, 200, 200, 200, 500, 503, 404, 200]
+        mlwatch.flush()  # the /flush request itself, and the metrics once more
+        exports = rx.metrics()
+        metrics = {name: ms[-1] for name, ms in exports.items()}  # cumulative: the last export has everything
+
+    http = {"http.request.method": "GET", "url.scheme": "http"}
+    expected = {  # attribute set -> (requests, request bytes, response bytes)
+        frozenset({**http, "http.route": "/items/{item_id}", "http.response.status_code": 200}.items()): (3, 0, 3 * len(b'{"id":0}')),
+        frozenset({**http, "http.request.method": "POST", "http.route": "/echo", "http.response.status_code": 200}.items()): (
+            2, 2 * len(payload), 2 * len(b'{"a":1,"b":"xy"}')),
+        frozenset({**http, "http.route": "/boom", "http.response.status_code": 500, "error.type": "RuntimeError"}.items()): (
+            1, 0, len(b"Internal Server Error")),
+        frozenset({**http, "http.route": "/down", "http.response.status_code": 503, "error.type": "503"}.items()): (
+            1, 0, len(b'{"detail":"Service Unavailable"}')),
+        frozenset({**http, "http.response.status_code": 404}.items()): (1, 0, len(b'{"detail":"Not Found"}')),
+        frozenset({**http, "http.route": "/flush", "http.response.status_code": 200}.items()): (1, 0, len(b'"ok"')),
+    }
+    for name, unit, bounds, column in (
+        ("http.server.request.duration", "s", SEMCONV_DURATION_BUCKETS, None),
+        ("http.server.request.body.size", "By", SDK_DEFAULT_BUCKETS, 1),
+        ("http.server.response.body.size", "By", SDK_DEFAULT_BUCKETS, 2),
+    ):
+        metric = metrics[name]
+        assert (metric.unit, metric.WhichOneof("data")) == (unit, "histogram"), name
+        assert metric.histogram.aggregation_temporality == 2  # cumulative
+        points = _points(metric)
+        assert set(points) == set(expected), name
+        for attrs, dp in points.items():
+            assert list(dp.explicit_bounds) == bounds and len(dp.bucket_counts) == len(bounds) + 1
+            assert dp.count == sum(dp.bucket_counts) == expected[attrs][0], (name, attrs)
+            if column is not None:
+                assert dp.sum == expected[attrs][column], (name, attrs)
+    assert metrics["http.server.request.duration"].description == "Duration of HTTP server requests."
+    active = metrics["http.server.active_requests"]
+    assert (active.unit, active.WhichOneof("data"), active.sum.is_monotonic) == ("{request}", "sum", False)
+    get, post = frozenset(http.items()), frozenset({**http, "http.request.method": "POST"}.items())
+    during = {attrs: dp.as_int for attrs, dp in _points(exports["http.server.active_requests"][0]).items()}
+    after = {attrs: dp.as_int for attrs, dp in _points(active).items()}
+    assert (during[get], after[get], after[post]) == (1, 0, 0)  # the /flush request was in flight at the first export
+    assert all({k for k, _ in attrs} == {"http.request.method", "url.scheme"} for attrs in after)
+    assert not any(n for attrs, n in after.items() if attrs not in (get, post))  # other tests' middleware: nothing in flight
+
+
+def test_in_flight_counts_stay_bounded() -> None:
+    """Requests with made-up methods or schemes are counted in flight under _OTHER: clients cannot grow the counts."""
+    from mlwatch.integrations._http_metrics import HttpTelemetry
+
+    telemetry = HttpTelemetry(http_model="test.bounded")
+    keys = [telemetry.arrive(f"M{i}", "gopher" if i % 2 else "https") for i in range(500)] + [telemetry.arrive("GET", "http")]
+    assert set(telemetry.in_flight) == {("_OTHER", "_OTHER"), ("_OTHER", "https"), ("GET", "http")}
+    for key in keys:
+        telemetry.in_flight[key] -= 1
+    assert set(telemetry.in_flight.values()) == {0}
 
 
 def test_json_fields_flatten_and_never_raise() -> None:
@@ -53,6 +177,30 @@ def test_json_fields_flatten_and_never_raise() -> None:
     for raw in (b"{not json", b"[1, 2]", b"\xff\xfe", b"3"):
         assert json_fields(raw) == {}
     assert mlwatch.health()["dropped"].get("http_body_not_json", 0) - before == 4
+
+
+def test_json_value_decides_as_the_standard_library() -> None:
+    """The direct C-scanner parse gives what json.loads gives (None where it raises), on odd and mutated inputs."""
+    import random
+
+    from mlwatch.integrations._body import json_value
+
+    cases = [
+        b"", b" ", b"{}", b' {"a": 1} ', b'{"a":1} x', b"[1,2]", b" 3 \n", b'"x"', b"\xff", b'{"a": NaN}', b'{"a": 1e400}',
+        b'\t{"b": [1, {"c": null}]}\r\n', b'{"a":1}{"b":2}', b"nul", b"true ", b'{"\\ud800": 1}', b"[" * 5000 + b"]" * 5000,
+    ]
+    rng = random.Random(11)
+    for _ in range(2000):
+        body = bytearray(rng.choice(cases[2:13]))
+        for _ in range(rng.randint(1, 3)):
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        cases.append(bytes(body))
+    for raw in cases:
+        try:
+            expected = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            expected = None
+        assert repr(json_value(raw)) == repr(expected), raw
 
 
 def test_body_buffer_keeps_nothing_past_its_cap() -> None:

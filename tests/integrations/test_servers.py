@@ -271,8 +271,14 @@ def test_gunicorn_preload_into_the_mlwatch_collector(tmp_path: Path) -> None:
 
 
 def _segments(expected: Counter[tuple[str, str, str]]) -> list[str]:
-    """The collector's segment keys (``k=v`` sorted by key) of the expected (method, route, status)."""
-    return [f"http.request.method={m},http.response.status_code={s},http.route={r}" for m, r, s in expected]
+    """The collector's segment keys (``k=v`` sorted by key) of the expected (method, route, status); /boom's requests raised."""
+    out = []
+    for method, route, status in expected:
+        segment = {"http.request.method": method, "http.route": route, "http.response.status_code": status, "url.scheme": "http"}
+        if route == "/boom":
+            segment["error.type"] = "RuntimeError"
+        out.append(",".join(f"{k}={v}" for k, v in sorted(segment.items())))
+    return out
 
 
 def _from_collector(url: str, model: str, segment: str | None = None) -> Profile:
