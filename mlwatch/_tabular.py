@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,7 +159,7 @@ class TypedColumn(list[Any]):
 
     __slots__ = ("types",)
 
-    def __init__(self, values: list[Any], types: set[type]) -> None:
+    def __init__(self, values: Iterable[Any], types: set[type]) -> None:
         super().__init__(values)
         self.types = types
 
@@ -175,7 +175,7 @@ def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
     first = rows[0]
     keys = list(first)
     n0 = len(keys)
-    cols: dict[Any, list[Any]]
+    cols: dict[Any, Sequence[Any]]  # tuples here; each becomes a TypedColumn (one copy) at the end
     complete = True
     try:
         if n0 == 0:
@@ -183,7 +183,7 @@ def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
         elif n0 == 1:
             cols = {keys[0]: [r[keys[0]] for r in rows]}
         else:
-            cols = dict(zip(keys, map(list, zip(*map(operator.itemgetter(*keys), rows), strict=True)), strict=True))
+            cols = dict(zip(keys, zip(*map(operator.itemgetter(*keys), rows), strict=True), strict=True))
     except KeyError:
         complete = False
         cols = {k: [r.get(k) for r in rows] for k in keys}
