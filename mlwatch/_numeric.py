@@ -16,6 +16,8 @@ __all__ = ["DEFAULT_EXTREMES", "NumericSummary"]
 DEFAULT_EXTREMES = 64
 
 _EMPTY = np.empty(0, dtype=np.float64)
+#: Below this magnitude a batch's sum and squared deviations cannot overflow float64 (any realistic n).
+_SAFE = 1e100
 
 
 class NumericSummary:
@@ -49,16 +51,26 @@ class NumericSummary:
         if n_b == 0:
             return
         ordered = np.sort(values)
-        with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = float(ordered[0]), float(ordered[-1])
+        if lo > -_SAFE and hi < _SAFE:  # no overflow possible: skip errstate's cost (~2 µs a batch)
             mean_b = float(ordered.mean())
-            if not np.isfinite(mean_b):  # sum overflowed: scale down to keep the moments finite
-                mean_b = float((ordered / n_b).sum())
-            m2_b = float(np.square(ordered - mean_b).sum())
-        self._combine(n_b, mean_b, m2_b, float(ordered[0]), float(ordered[-1]))
+            centred = ordered - mean_b
+            m2_b = float(np.dot(centred, centred))
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean_b = float(ordered.mean())
+                if not np.isfinite(mean_b):  # sum overflowed: scale down to keep the moments finite
+                    mean_b = float((ordered / n_b).sum())
+                m2_b = float(np.square(ordered - mean_b).sum())
+        self._combine(n_b, mean_b, m2_b, lo, hi)
         self.kll.update(ordered)
         e = self.n_extremes
         if e > 0:
-            self._merge_extremes(ordered[:e], ordered[max(0, n_b - e) :])
+            # In a steady stream most batches hold no new extreme: skip the merge's two sorts.
+            low_b = ordered[:e] if self.low.shape[0] < e or lo < self.low[-1] else _EMPTY
+            high_b = ordered[max(0, n_b - e) :] if self.high.shape[0] < e or hi > self.high[0] else _EMPTY
+            if low_b.shape[0] or high_b.shape[0]:
+                self._merge_extremes(low_b, high_b)
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float, min_b: float, max_b: float) -> None:
         n_a = self.n
@@ -73,9 +85,11 @@ class NumericSummary:
 
     def _merge_extremes(self, low_b: npt.NDArray[np.float64], high_b: npt.NDArray[np.float64]) -> None:
         e = self.n_extremes
-        self.low = np.sort(np.concatenate((self.low, low_b)))[:e]
-        high = np.sort(np.concatenate((self.high, high_b)))
-        self.high = high[max(0, high.shape[0] - e) :]
+        if low_b.shape[0]:
+            self.low = np.sort(np.concatenate((self.low, low_b)))[:e]
+        if high_b.shape[0]:
+            high = np.sort(np.concatenate((self.high, high_b)))
+            self.high = high[max(0, high.shape[0] - e) :]
 
     def merge(self, other: NumericSummary) -> None:
         """Fold another summary into this one (counts exact, sketches within their bounds)."""

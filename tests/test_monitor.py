@@ -289,6 +289,30 @@ def test_full_buffer_drops_and_counts() -> None:
     assert dropped == 40 and p.calls == 10
 
 
+def test_small_buffer_wakes_the_aggregator_before_it_fills() -> None:
+    """A buffer smaller than the default batch still wakes the aggregator (at a quarter full), so
+    calls are aggregated long before the flush interval instead of being dropped."""
+    import time
+
+    from mlwatch._runtime import RUNTIME
+
+    @mlwatch.monitor(model="t_small_buffer")
+    def f(x: float) -> float:
+        return x
+
+    with capture(buffer_size=100, flush_interval=60) as cap:
+        assert RUNTIME.batch_size == 25
+        for round_ in range(10):  # 10 x 60 calls: far more than the buffer holds at once
+            for i in range(60):
+                f(float(i))
+            deadline = time.monotonic() + 10
+            while len(f.__mlwatch_recorder__.queue) >= 25 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.001)
+        dropped = mlwatch.health()["dropped"].get("buffer_full", 0)
+        p = cap.merged("t_small_buffer")
+    assert p.calls + dropped >= 600 and p.calls >= 500
+
+
 def test_threads_exact_counts() -> None:
     """32 threads x 10,000 calls give exactly 320,000 recorded calls."""
 
