@@ -316,7 +316,7 @@ class SketchDistribution:
 def _polyline_mean(x: FloatArray, f: FloatArray) -> float:
     """Mean of the distribution whose CDF is the polyline: each segment's mass at its midpoint."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.dot(np.diff(f), 0.5 * (x[:-1] + x[1:])))
+        return float((np.diff(f) * (0.5 * (x[:-1] + x[1:]))).sum())
 
 
 def _solve_shift(mean_at: Callable[[float], float], target: float, bound: float) -> float:
@@ -400,7 +400,7 @@ class _Aligned:
         with np.errstate(over="ignore", invalid="ignore"):
             denom = abs_a + abs_b
             mean_abs = np.where(a * b >= 0, 0.5 * denom, (a * a + b * b) / (2.0 * np.where(denom > 0, denom, 1.0)))
-            return float(np.dot(mean_abs, np.diff(t)))
+            return float((mean_abs * np.diff(t)).sum())
 
     def joint_edges(self, bins: int) -> FloatArray:
         """Inner edges of `bins` equal-mass bins of the even mixture of both sides."""
@@ -471,7 +471,7 @@ def hellinger_distance(p: FloatArray, q: FloatArray) -> float:
     if sp <= 0 or sq <= 0:
         return float("nan")
     d = np.sqrt(p / sp) - np.sqrt(q / sq)
-    return float(min(1.0, math.sqrt(0.5 * float(np.dot(d, d)))))
+    return float(min(1.0, math.sqrt(0.5 * float((d * d).sum()))))
 
 
 def _polyline_std(d: SketchDistribution) -> float:
@@ -482,9 +482,9 @@ def _polyline_std(d: SketchDistribution) -> float:
         return 0.0
     x = d.x / top
     dm = np.diff(d.f)
-    mean = float(np.dot(dm, 0.5 * (x[:-1] + x[1:])))
+    mean = float((dm * (0.5 * (x[:-1] + x[1:]))).sum())
     xa, xb = x[:-1] - mean, x[1:] - mean
-    var = float(np.dot(dm, (xa * xa + xa * xb + xb * xb) / 3.0))  # uniform density on each segment
+    var = float((dm * ((xa * xa + xa * xb + xb * xb) / 3.0)).sum())  # uniform density on each segment
     return math.sqrt(max(0.0, var)) * top
 
 
