@@ -628,7 +628,12 @@ def _merge_quality(parts: Sequence[bytes]) -> bytes | None:
     return None if result is None else result.to_bytes()
 
 
-def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment", "window_start")) -> DataFrame:
+def merge_rows(
+    df: DataFrame,
+    by: Sequence[str] = ("model", "version", "segment", "window_start"),
+    *,
+    spread: int = 256,
+) -> DataFrame:
     """Merge profile rows per group with Spark's native sketch aggregates.
 
     `by` names the grouping columns: any of `IDENTITY` or columns you derived from them, e.g.
@@ -636,8 +641,28 @@ def merge_rows(df: DataFrame, by: Sequence[str] = ("model", "version", "segment"
     ``by=["model", "version", "day"]``; ``by=["model"]`` merges each model's whole fleet and
     history. ``model`` is always added (different models never merge). Returns rows in
     `ROW_SCHEMA` (plus the extra `by` columns), one profile per group, readable by `to_profiles`.
+
+    Merging is a two-level tree: each group's profiles are first merged within up to `spread`
+    buckets (a hash of each profile's identity, so a profile's rows stay together), then the
+    buckets are merged. Sketches merge in bounded memory either way, but the exact extremes are
+    gathered per group, so one level would hold all of a group's extremes in one task (a
+    one-level merge of 100,000 profiles of 20 features ran out of a 2 GB heap). ``spread=1``
+    merges in one level.
     """
     _require_pyspark()
+    from pyspark.sql import functions as F
+
+    if spread < 1:
+        raise ConfigError(f"merge_rows: spread must be >= 1, got {spread}")
+    if spread == 1:
+        return _merge_level(df, by)
+    identity = [F.col(c) for c in ("model", "version", "segment_json", "window_start", "window_end")]
+    bucketed = df.withColumn("_bucket", F.pmod(F.xxhash64(*identity), F.lit(spread)))
+    return _merge_level(_merge_level(bucketed, [*by, "_bucket"]).drop("_bucket"), by)
+
+
+def _merge_level(df: DataFrame, by: Sequence[str]) -> DataFrame:
+    """One level of `merge_rows`: every group of `by` merged in one aggregation."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import BinaryType

@@ -163,14 +163,20 @@ def test_rows_round_trip(spark: SparkSession, windows: list[Profile]) -> None:
 
 
 def test_merge_whole_fleet_equals_python_merge(spark: SparkSession, windows: list[Profile]) -> None:
-    """Merging everything in Spark (versions, segments, windows) equals `mlwatch.merge`."""
-    merged = ms.merge_rows(ms.profiles_to_dataframe(spark, windows), by=["model"])
-    (got,) = ms.to_profiles(merged)
+    """Merging everything in Spark (versions, segments, windows), in two levels or one, equals `mlwatch.merge`."""
+    rows = ms.profiles_to_dataframe(spark, windows)
+    tree = ms.merge_rows(rows, by=["model"], spread=3).withColumn("levels", F.lit(2))
+    flat = ms.merge_rows(rows, by=["model"], spread=1).withColumn("levels", F.lit(1))
+    merged = tree.unionByName(flat).collect()
     want = mlwatch.merge(windows)
-    assert got.version == "*" and got.segment == {"region": "*", "tier": "gold"}
-    _assert_same_profile(want, got)
-    # The padded column: windows without "age" count all their rows as missing.
-    assert got.columns["age"].count == got.rows
+    for levels in (1, 2):
+        (got,) = ms.rows_to_profiles(r for r in merged if r.levels == levels)
+        assert got.version == "*" and got.segment == {"region": "*", "tier": "gold"}
+        _assert_same_profile(want, got)
+        # The padded column: windows without "age" count all their rows as missing.
+        assert got.columns["age"].count == got.rows
+    with pytest.raises(mlwatch.ConfigError, match="spread"):
+        ms.merge_rows(rows, spread=0)
 
 
 def test_merge_by_version_and_segment(spark: SparkSession, windows: list[Profile]) -> None:
