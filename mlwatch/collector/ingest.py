@@ -125,7 +125,13 @@ def _precheck(state: CollectorState, record: otlp_decode.ProfileRecord) -> tuple
 
 def _known(state: CollectorState, todo: list[tuple[otlp_decode.ProfileRecord, bytes, str]]) -> set[str]:
     """Digests this instance already sent (a retried export): skipped before any decoding."""
-    return {digest for record, _, digest in todo if state.store.has_payload(record.service, record.instance, digest)}
+    by_sender: dict[tuple[str, str], list[str]] = {}
+    for record, _, digest in todo:
+        by_sender.setdefault((record.service, record.instance), []).append(digest)
+    known: set[str] = set()
+    for (service, instance), digests in by_sender.items():
+        known |= state.store.known_payloads(service, instance, digests)
+    return known
 
 
 async def _validate(state: CollectorState, payloads: list[bytes]) -> list[tuple[Any, ...]]:

@@ -30,6 +30,8 @@ __all__ = ["SqlStore"]
 
 _NO_FILTERS = Filters()
 _IN_CHUNK = 500
+#: Rows per multi-row INSERT (14 parameters each: far below SQLite's and PostgreSQL's limits).
+_INSERT_CHUNK = 200
 
 
 def _where(filters: Filters) -> tuple[str, list[Any]]:
@@ -104,38 +106,63 @@ class SqlStore:
 
     # ------------------------------------------------------------------ ingest
     def has_payload(self, service: str, instance: str, content_hash: str) -> bool:
-        rows = self._rows(
-            "SELECT 1 FROM profiles WHERE content_hash = ? AND service = ? AND instance = ? LIMIT 1",
-            (content_hash, service, instance),
-        )
-        return bool(rows)
+        return bool(self.known_payloads(service, instance, [content_hash]))
+
+    def known_payloads(self, service: str, instance: str, content_hashes: Sequence[str]) -> set[str]:
+        """Which of these payload digests this instance already stored: one query per 500."""
+        found: set[str] = set()
+        hashes = list(dict.fromkeys(content_hashes))
+        for i in range(0, len(hashes), _IN_CHUNK):
+            chunk = hashes[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                h for (h,) in self._rows(
+                    f"SELECT DISTINCT content_hash FROM profiles WHERE service = ? AND instance = ? AND content_hash IN ({marks})",
+                    (service, instance, *chunk),
+                )
+            )
+        return found
 
     def add_profiles(self, rows: Sequence[ProfileRow]) -> list[bool]:
-        """Insert each row unless the same payload is already stored; True for the new ones."""
-        added: list[bool] = []
+        """Insert each row unless the same payload is already stored; True for the new ones.
+
+        One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk: a round trip per
+        request instead of one per profile, which is what PostgreSQL ingest was waiting on.
+        """
         now = time.time()
+        inserted: set[tuple[str, str, str]] = set()
         with self._tx():
-            for r in rows:
-                cur = self._execute(
-                    "INSERT INTO profiles (service, instance, model, version, segment, window_start, window_end, "
-                    "content_hash, received_at, n_rows, calls, errors, size_bytes, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (
+            for i in range(0, len(rows), _INSERT_CHUNK):
+                chunk = rows[i : i + _INSERT_CHUNK]
+                params: list[Any] = []
+                for r in chunk:
+                    params.extend((
                         r.service, r.instance, r.key.model, r.key.version, r.key.segment, r.window_start,
                         r.window_end, r.content_hash, now, r.n_rows, r.calls, r.errors, len(r.payload), r.payload,
-                    ),
+                    ))
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                inserted.update(
+                    (str(a), str(b), str(c)) for a, b, c in self._execute(
+                        "INSERT INTO profiles (service, instance, model, version, segment, window_start, window_end, "
+                        "content_hash, received_at, n_rows, calls, errors, size_bytes, payload) "
+                        f"VALUES {values} ON CONFLICT DO NOTHING RETURNING service, instance, content_hash",
+                        params,
+                    ).fetchall()
                 )
-                added.append(cur.rowcount == 1)
-                for role, name, kind in r.features:
-                    ident = (r.key.model, r.key.version, role, name)
-                    if ident not in self._known_features:
-                        self._execute(
-                            "INSERT INTO features (model, version, role, name, kind, first_seen) "
-                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                            (*ident, kind, now),
-                        )
-        for r in rows:  # remember only after the commit
-            self._known_features.update((r.key.model, r.key.version, role, name) for role, name, _ in r.features)
+            new = {(r.key.model, r.key.version, role, name): kind for r in rows for role, name, kind in r.features}
+            for ident, kind in new.items():
+                if ident not in self._known_features:
+                    self._execute(
+                        "INSERT INTO features (model, version, role, name, kind, first_seen) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (*ident, kind, now),
+                    )
+        self._known_features.update(new)  # remember only after the commit
+        added: list[bool] = []
+        for r in rows:  # a payload sent twice in one request is stored once: only its first row is new
+            ident3 = (r.service, r.instance, r.content_hash)
+            added.append(ident3 in inserted)
+            inserted.discard(ident3)
         return added
 
     # ------------------------------------------------------------------ reading windows

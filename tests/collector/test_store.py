@@ -51,6 +51,13 @@ def test_ingest_is_idempotent_per_payload(store: Store) -> None:
     assert [(w.window_start, w.count, w.instances, w.n_rows) for w in stats] == [(0.0, 3, 2, 30), (60.0, 1, 1, 10)]
     assert sorted(p for _, p in store.raw_payloads(KEY, [0.0])) == [b"a", b"a", b"b"]
     assert store.counts()["profiles"] == 4
+    # Several rows per statement: a payload twice in one call is stored once (its first row is the new one).
+    rows = [_row(120 + 60 * i, i.to_bytes(2, "big")) for i in range(450)] + [_row(120, (0).to_bytes(2, "big"))]
+    added = store.add_profiles(rows)
+    assert added == [True] * 450 + [False] and store.counts()["profiles"] == 454
+    assert store.known_payloads("svc", "i-1", [i.to_bytes(2, "big").hex() for i in (0, 7, 449)] + [b"zz".hex()]) == {
+        i.to_bytes(2, "big").hex() for i in (0, 7, 449)
+    }
 
 
 def test_filters_listing_and_features(store: Store) -> None:
