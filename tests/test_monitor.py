@@ -302,7 +302,7 @@ def test_small_buffer_wakes_the_aggregator_before_it_fills() -> None:
 
     with capture(buffer_size=100, flush_interval=60) as cap:
         assert RUNTIME.batch_size == 25
-        for round_ in range(10):  # 10 x 60 calls: far more than the buffer holds at once
+        for _ in range(10):  # 10 x 60 calls: far more than the buffer holds at once
             for i in range(60):
                 f(float(i))
             deadline = time.monotonic() + 10
