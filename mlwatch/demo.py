@@ -11,6 +11,10 @@ a little later, posts the true labels to the service's ``/feedback`` route, whic
 new country, device_age going missing, and a change of fraud pattern in France that only the
 labels reveal.
 
+The collector runs with an alert rule (`ALERT_RULES`: a feature's missing share above 20 % for two
+windows), evaluated on each window as it completes; the demo checks it fired on device_age alone,
+and the dashboard's alerts panel shows it.
+
 At the end everything is read back from the collector: the first half becomes the reference
 (uploaded, so the dashboard compares against it), the second half the current data; the demo
 checks that the collector counted every request it sent, writes the HTML report and prints each
@@ -48,6 +52,17 @@ INJECTED = ("amount", "country", "device_age")
 UNTOUCHED = ("channel", "hour", "n_txn_24h")
 _NEEDS = {"starlette": "collector", "uvicorn": "collector", "opentelemetry.proto": "collector", "fastapi": "fastapi", "sklearn": "demo"}
 _HTTP_MODEL = "http.server"
+#: The collector's alert rules in the demo (no channel: they show on the dashboard, the API and /metrics).
+ALERT_RULES = f"""grace = "1s"
+
+[[rules]]
+name = "missing values"
+model = "{MODEL}"
+metric = "missing_share"
+features = "all"
+above = 0.2
+for_windows = 2
+"""
 _SERVICE_MODULE = "mlwatch._demo_app"
 _SEED = 42
 _CONCURRENCY = 4
@@ -115,10 +130,12 @@ def _children(directory: Path) -> Iterator[tuple[_Child, _Child]]:
     started: list[_Child] = []
     try:
         cport, sport = _free_port(), _free_port()
+        alerts = directory / "alerts.toml"
+        alerts.write_text(ALERT_RULES)
         collector = _Child(
             "collector",
             [sys.executable, "-m", "mlwatch.collector", "--db", str(directory / "collector.db"), "--port", str(cport),
-             "--evaluate-interval", "0", "--log-level", "warning"],
+             "--evaluate-interval", "1", "--alerts", str(alerts), "--log-level", "warning"],
             cport, directory / "collector.log", "/health",
         )
         started.append(collector)
@@ -289,6 +306,19 @@ def _segment_quality(client: Any, start: float, end: float | None = None) -> dic
     return segments
 
 
+def _alerts_fired(client: Any, timeout: float = 30.0) -> set[tuple[str, str]]:
+    """(rule, feature) of every alert the collector's rules raised, once they evaluated the model's last window."""
+    windows = client.get(f"/api/models/{MODEL}/windows", params={"start": "0"}).json()["windows"]
+    last = max((w["window_start"] for w in windows), default=math.inf)
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get("/api/alerts", params={"model": MODEL, "limit": 500}).json()
+        done = body.get("evaluated", {}).get(MODEL, -math.inf) >= last
+        if done or time.monotonic() > deadline:
+            return {(e["rule"], e.get("feature") or "") for e in body.get("events", []) if e.get("state") == "firing"}
+        time.sleep(0.25)
+
+
 def worse_segments(current: Sequence[Any]) -> dict[str, list[str]]:
     """Segments the report marks worse than the whole: {segment key: [metrics more than the report's gap below]}."""
     from mlwatch.outcomes import quality
@@ -387,6 +417,7 @@ def _run(
             say("the collector holds no profiles of the demo's model (see the logs in", directory, ")")
             return 1
         client.put(f"/api/models/{MODEL}/reference", content=reference.to_bytes(), params={"source": "mlwatch demo"}).raise_for_status()
+        fired = _alerts_fired(client)
         before = _segment_quality(client, 0, boundary).get(f"country={QUALITY_SEGMENT}", {})
         after = _segment_quality(client, boundary).get(f"country={QUALITY_SEGMENT}", {})
         dashboard_ok = client.get("/").status_code == 200
@@ -415,6 +446,7 @@ def _run(
         list(worse) == [key] and after.get("f1", 1.0) < before.get("f1", 0.0) - 0.1,
         f"no false alarm on untouched features ({', '.join(UNTOUCHED)}) or other segments": not (flagged - set(INJECTED))
         and set(worse) <= {key},
+        f"collector alert fired: {', '.join(f'{r} on {f}' for r, f in sorted(fired)) or 'none'}": fired == {("missing values", "device_age")},
         "dashboard served": dashboard_ok,
     }
     say(f"\n{traffic.predictions:,} predictions and {traffic.labels:,} labels in {time.monotonic() - started:.0f} s; "

@@ -67,7 +67,7 @@ def test_demo_serves_finds_every_problem_and_cleans_up(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 120, "the demo took more than two minutes:\n" + "".join(lines)
             time.sleep(0.2)
         output = "".join(lines)
-        assert "MISSED" not in output and output.count("[found]") == 7, output
+        assert "MISSED" not in output and output.count("[found]") == 8, output
         summary = json.loads((tmp_path / "demo.json").read_text())
         collector = summary["dashboard"].rstrip("/")
         service = re.search(r"fraud model served at (http://127\.0\.0\.1:\d+)", output)
@@ -77,6 +77,9 @@ def test_demo_serves_finds_every_problem_and_cleans_up(tmp_path: Path) -> None:
                      for m in ("fraud", "http.server")}
             labeled = client.get("/api/models/fraud/model-quality", params={"start": 0}).json()["overall"]["n_labeled"]
             assert client.get("/").status_code == 200
+            alerts = client.get("/api/alerts", params={"model": "fraud"}).json()
+            fired = {(e["rule"], e["feature"]) for e in alerts["events"] if e["state"] == "firing"}
+        assert fired == {("missing values", "device_age")}  # the collector's rule, on the one feature whose missing share rose
         assert calls == {"fraud": summary["predictions"], "http.server": summary["requests"]} and summary["predictions"] == 4000
         assert labeled == summary["labels"] == 4000
         assert httpx.get(service.group(1) + "/healthz", timeout=10).status_code == 200
