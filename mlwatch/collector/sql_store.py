@@ -49,6 +49,8 @@ class SqlStore:
 
     dialect: Dialect
     url: str
+    #: ``INSERT ... RETURNING`` (PostgreSQL; SQLite from 3.35): one statement per request.
+    supports_returning = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -131,6 +133,11 @@ class SqlStore:
         """
         now = time.time()
         inserted: set[tuple[str, str, str]] = set()
+        columns = (
+            "INSERT INTO profiles (service, instance, model, version, segment, window_start, window_end, "
+            "content_hash, received_at, n_rows, calls, errors, size_bytes, payload) VALUES "
+        )
+        row_marks = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         with self._tx():
             for i in range(0, len(rows), _INSERT_CHUNK):
                 chunk = rows[i : i + _INSERT_CHUNK]
@@ -140,15 +147,13 @@ class SqlStore:
                         r.service, r.instance, r.key.model, r.key.version, r.key.segment, r.window_start,
                         r.window_end, r.content_hash, now, r.n_rows, r.calls, r.errors, len(r.payload), r.payload,
                     ))
-                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                inserted.update(
-                    (str(a), str(b), str(c)) for a, b, c in self._execute(
-                        "INSERT INTO profiles (service, instance, model, version, segment, window_start, window_end, "
-                        "content_hash, received_at, n_rows, calls, errors, size_bytes, payload) "
-                        f"VALUES {values} ON CONFLICT DO NOTHING RETURNING service, instance, content_hash",
-                        params,
-                    ).fetchall()
-                )
+                if self.supports_returning:
+                    sql = f"{columns}{', '.join([row_marks] * len(chunk))} ON CONFLICT DO NOTHING RETURNING service, instance, content_hash"
+                    inserted.update((str(a), str(b), str(c)) for a, b, c in self._execute(sql, params).fetchall())
+                    continue
+                for j, r in enumerate(chunk):  # SQLite before 3.35: a statement per row, its rowcount says if it was new
+                    if self._execute(f"{columns}{row_marks} ON CONFLICT DO NOTHING", params[14 * j : 14 * j + 14]).rowcount == 1:
+                        inserted.add((r.service, r.instance, r.content_hash))
             new = {(r.key.model, r.key.version, role, name): kind for r in rows for role, name, kind in r.features}
             for ident, kind in new.items():
                 if ident not in self._known_features:

@@ -21,6 +21,7 @@ class SqliteStore(SqlStore):
     """`Store` in a SQLite file (``:memory:`` works for tests)."""
 
     dialect = SQLITE
+    supports_returning = sqlite3.sqlite_version_info >= (3, 35, 0)
 
     def __init__(self, path: str) -> None:
         super().__init__()

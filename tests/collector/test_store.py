@@ -60,6 +60,14 @@ def test_ingest_is_idempotent_per_payload(store: Store) -> None:
     }
 
 
+def test_ingest_without_insert_returning(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite before 3.35 has no ``INSERT ... RETURNING``: the per-row path gives the same answers."""
+    monkeypatch.setattr(store, "supports_returning", False)
+    assert store.add_profiles([_row(0, b"a"), _row(60, b"b"), _row(0, b"a")]) == [True, True, False]
+    assert store.add_profiles([_row(0, b"a"), _row(120, b"c")]) == [False, True]
+    assert store.counts()["profiles"] == 3
+
+
 def test_filters_listing_and_features(store: Store) -> None:
     """Listing endpoints' queries and per-series filters."""
     other = SeriesKey("svc2", "fraud", "v2", "country=DE")
