@@ -333,7 +333,7 @@ def _solve_shift(mean_at: Callable[[float], float], target: float, bound: float)
     if m0 == target:
         return 0.0
     f_lo = mean_at(-bound) - target
-    if not f_lo < 0.0:  # also NaN: keep the sketch's own ranks' nearest admissible end
+    if not f_lo < 0.0:  # even the lowest shift reaches the target (NaN: no shift)
         return -bound if f_lo >= 0.0 else 0.0
     f_hi = mean_at(bound) - target
     if not f_hi > 0.0:
