@@ -307,6 +307,7 @@ class RequestRecorder(Recorder):
     def _make_record_request(self) -> Callable[[int, int, str, str | None, int, str | None, int | None, int, int, str], None]:
         """The hot-path function: buffers one request's `HttpRecord`; never raises, never blocks; a full buffer drops and counts."""
         queue = self.queue  # the same deque for the recorder's life; it holds HttpRecords, read only by _aggregate
+        drop = self.drops.__next__
         append: Callable[[Any], None] = queue.append
         runtime = self.runtime
         count_error = HEALTH.count_error
@@ -317,6 +318,7 @@ class RequestRecorder(Recorder):
         ) -> None:
             try:
                 if len(queue) >= runtime.capacity:
+                    drop()
                     HEALTH.count_dropped("buffer_full")
                     return
                 append((t0, duration, method, route, status, error, request_size, response_size, active, scheme))
@@ -391,6 +393,7 @@ class ModelRecorder(Recorder):
         """The hot-path function: one call with its raw request body, raw response body (None: no
         outputs) and error type; sampled as `sample_rate` says. Never raises, never blocks."""
         queue = self.queue
+        drop = self.drops.__next__
         runtime = self.runtime
         sample_rate = self.sample_rate
         rand = random.random
@@ -399,6 +402,7 @@ class ModelRecorder(Recorder):
         def record_body(t0: int, duration: int, body: bytes, outputs: bytes | None, error: str | None) -> None:
             try:
                 if len(queue) >= runtime.capacity:
+                    drop()
                     HEALTH.count_dropped("buffer_full")
                     return
                 if sample_rate < 1.0 and rand() >= sample_rate:  # counted, its data not kept

@@ -17,6 +17,7 @@ child's own exporters (`Runtime.start_exporters`) before its first window closes
 from __future__ import annotations
 
 import atexit
+import math
 import operator
 import os
 import random
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
-from itertools import islice, repeat
+from itertools import count, islice, repeat
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,10 @@ class Recorder:
         self.queue: deque[Record] = deque()
         self.open: dict[tuple[float, str], Profile] = {}
         self.closed_upto = float("-inf")
+        # Calls dropped on a full buffer: `next()` on the hot path (atomic under the GIL, no lock),
+        # attributed to the model's window profile by `attribute_drops`.
+        self.drops = count()
+        self._drops_seen = 0
         self.record = self.make_record()
 
     # ------------------------------------------------------------------ hot path
@@ -99,6 +104,7 @@ class Recorder:
         """
         queue = self.queue  # the same deque for the recorder's life (reset() clears it in place)
         runtime = self.runtime
+        drop = self.drops.__next__
         skip = self.binding.skip
         sample_rate = self.sample_rate
         immutable = _IMMUTABLE
@@ -108,6 +114,7 @@ class Recorder:
         def record(t0: int, duration: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None, result: Any, exc: BaseException | None) -> None:
             try:
                 if len(queue) >= runtime.capacity:
+                    drop()
                     HEALTH.count_dropped("buffer_full")
                     return
                 if exc is None and not kwargs and sample_rate == 1.0 and len(args) == skip + 1 and type(result) in immutable:
@@ -300,10 +307,27 @@ class Recorder:
                 self.closed_upto = max(self.closed_upto, prof.window_end or self.closed_upto)
         return out
 
+    def attribute_drops(self, now: float) -> None:
+        """Add the calls dropped since the last pass to the model's current window (segment-less
+        profile), so exported counts stay whole: calls + dropped = calls made. A drop is counted in
+        the window open when it is noticed, at most one aggregation pass after it happened."""
+        n = self._take_drops()
+        if n:
+            width = self.window_seconds or self.runtime.settings.window_seconds
+            window = max(math.floor(now / width) * width, self.closed_upto)
+            self._profile_for(window, {}, width).dropped += n
+
+    def _take_drops(self) -> int:
+        seen = next(self.drops)  # this read is itself one step of the counter
+        n = seen - self._drops_seen
+        self._drops_seen = seen + 1
+        return n
+
     def reset(self) -> None:
-        """Forget buffered records and open windows (a forked child starts empty)."""
+        """Forget buffered records, open windows and uncounted drops (a forked child starts empty)."""
         self.queue.clear()
         self.open = {}
+        self._take_drops()
 
 
 def _segment_key(segment: Mapping[str, str]) -> str:
@@ -453,6 +477,7 @@ class Runtime:
                     records = rec.drain()
                     if records:
                         rec.aggregate(records, offset)
+                    rec.attribute_drops(now)
                 except Exception as exc:
                     HEALTH.count_error("aggregate", exc)
                 try:

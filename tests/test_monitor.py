@@ -287,6 +287,7 @@ def test_full_buffer_drops_and_counts() -> None:
         dropped = mlwatch.health()["dropped"].get("buffer_full", 0) - before
         p = cap.merged("t_drop")
     assert dropped == 40 and p.calls == 10
+    assert p.dropped == 40  # the model's own windows say so too: calls + dropped = calls made
 
 
 def test_small_buffer_wakes_the_aggregator_before_it_fills() -> None:
@@ -308,9 +309,31 @@ def test_small_buffer_wakes_the_aggregator_before_it_fills() -> None:
             deadline = time.monotonic() + 10
             while len(f.__mlwatch_recorder__.queue) >= 25 and time.monotonic() < deadline:  # type: ignore[attr-defined]
                 time.sleep(0.001)
-        dropped = mlwatch.health()["dropped"].get("buffer_full", 0)
         p = cap.merged("t_small_buffer")
-    assert p.calls + dropped >= 600 and p.calls >= 500
+    assert p.calls + p.dropped == 600 and p.calls >= 500
+
+
+def test_calls_plus_dropped_is_exact_under_threads() -> None:
+    """With a buffer far too small for 8 threads in tight loops, every call is still accounted for:
+    the exported windows' calls plus dropped equal the calls made (drops are counted without a lock)."""
+
+    @mlwatch.monitor(model="t_drop_threads")
+    def f(x: float) -> float:
+        return x
+
+    def worker() -> None:
+        for i in range(5_000):
+            f(float(i))
+
+    with capture(buffer_size=64, flush_interval=60) as cap:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        mlwatch.flush()
+        p = cap.merged("t_drop_threads")
+    assert p.calls + p.dropped == 40_000 and p.dropped > 0
 
 
 def test_threads_exact_counts() -> None:
