@@ -32,6 +32,8 @@ __all__ = ["Evaluator", "LateHours"]
 
 logger = logging.getLogger("mlwatch.collector")
 _ALL = Filters()
+#: Late hours rolled up per model and evaluator pass (a day of them).
+_LATE_HOURS_PER_PASS = 24
 
 
 class Evaluator:
@@ -108,7 +110,11 @@ class Evaluator:
         hour = math.floor(now / 3600) * 3600
         day = math.floor(now / 86400) * 86400
         reader = self.state.reader
-        hours = self.state.late_hours.take(model)
+        late = sorted(self.state.late_hours.take(model))
+        # A long backfill is rolled up a day's worth of hours per pass: the query worker stays
+        # free for the API in between.
+        hours, later = set(late[:_LATE_HOURS_PER_PASS]), set(late[_LATE_HOURS_PER_PASS:])
+        self.state.late_hours.add(model, later)
         try:
             for h in sorted(hours | {hour - 3600}):
                 if h + 3600 <= hour:

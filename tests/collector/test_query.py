@@ -85,3 +85,22 @@ def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None
         body = c.get("/api/models/late/profile", params={"start": day, "end": day + 86400}).json()
         assert body["parts"] == 1 and body["profile"]["rows"] == 6 * 20
         assert state.reader.rollups_built == 3  # served from the day rollup: nothing rebuilt
+
+
+def test_a_long_backfill_is_rolled_up_a_day_of_hours_per_pass(tmp_path: Path) -> None:
+    """26 late hours over two days: the evaluator takes 24 hours per pass, then the rest; in the end
+    both days are served from their day rollups."""
+    config = CollectorConfig(db=str(tmp_path / "long.db"), evaluate_interval=0.2)
+    day = 86400.0 * 200
+    starts = [day + 3600 * h for h in range(13)] + [day + 86400 + 3600 * h for h in range(13)]
+    payloads = [make_profile(ws, model="long", n=10, seed=i).to_bytes() for i, ws in enumerate(starts)]
+    with RunningCollector(config) as running, running.client() as c:
+        state = running.state
+        assert c.post("/v1/logs", content=otlp_request(payloads), headers=PROTOBUF_HEADERS).status_code == 200
+        deadline = time.monotonic() + 60
+        while state.reader.rollups_built < 28 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.reader.rollups_built == 28  # 26 hours and 2 days
+        body = c.get("/api/models/long/profile", params={"start": day, "end": day + 2 * 86400}).json()
+        assert body["parts"] == 2 and body["profile"]["rows"] == 26 * 10
+        assert state.reader.rollups_built == 28
