@@ -129,7 +129,7 @@ def payload_digest(payload: bytes) -> str:
     The wire format ends every profile with the SHA-256 (or HMAC-SHA256) of all bytes before it,
     and the worker verifies exactly that before anything is stored, so a stored row's trailer
     identifies its bytes as well as a fresh hash would, without hashing the payload a second time
-    (a third of this process's CPU per profile). A payload too short to have a trailer is hashed;
+    (about 50 µs per 60 KB profile on the server's event loop). A payload too short to have a trailer is hashed;
     the worker rejects it anyway. An unverified trailer can only make a record look like a
     duplicate of one already stored, which drops that record and nothing else.
     """
