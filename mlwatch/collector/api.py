@@ -25,6 +25,7 @@ from mlwatch.collector.worker import WorkerCrashed, WorkerError
 
 if TYPE_CHECKING:
     from mlwatch.collector.app import CollectorState
+    from mlwatch.collector.query import Part
 
 __all__ = [
     "alerts",
@@ -239,15 +240,21 @@ async def alerts(request: Request) -> Response:
 
 
 # ============================================================================ analysis
-async def profile(request: Request) -> Response:
-    """The merged profile of a range: a JSON summary, or the profile bytes with ``format=mlw``."""
-    state = _state(request)
+async def _range_parts(request: Request, state: CollectorState) -> tuple[str, Filters, float, float, list[Part]]:
+    """The path's model, the filters, the requested range, and the stored parts merging to it (404 when none)."""
     model = request.path_params["model"]
     filters = _filters(request)
     start, end = await _range(request, state, model, filters)
     parts = await state.reader.parts(model, start, end, filters)
     if not parts:
         raise HttpError(404, "not_found", f"no profiles of model {model!r} in [{start:g}, {end:g})")
+    return model, filters, start, end, parts
+
+
+async def profile(request: Request) -> Response:
+    """The merged profile of a range: a JSON summary, or the profile bytes with ``format=mlw``."""
+    state = _state(request)
+    _, _, start, end, parts = await _range_parts(request, state)
     payloads = [p.payload for p in parts]
     if request.query_params.get("format") == "mlw":
         data = payloads[0] if len(payloads) == 1 else await _work(state, "merge", payloads)
@@ -259,12 +266,7 @@ async def profile(request: Request) -> Response:
 async def model_quality(request: Request) -> Response:
     """Model quality from outcomes over a range: overall, per segment and per version."""
     state = _state(request)
-    model = request.path_params["model"]
-    filters = _filters(request)
-    start, end = await _range(request, state, model, filters)
-    parts = await state.reader.parts(model, start, end, filters)
-    if not parts:
-        raise HttpError(404, "not_found", f"no profiles of model {model!r} in [{start:g}, {end:g})")
+    model, _, start, end, parts = await _range_parts(request, state)
     result = await _work(state, "model_quality", [p.payload for p in parts])
     return JSONResponse({"model": model, "start": start, "end": end, "parts": len(parts), **result})
 
@@ -277,13 +279,8 @@ async def _reference(request: Request, state: CollectorState, model: str, start:
 
 async def _analysis(request: Request, op: str) -> Response:
     state = _state(request)
-    model = request.path_params["model"]
-    filters = _filters(request)
     opts = _options(request, op)
-    start, end = await _range(request, state, model, filters)
-    parts = await state.reader.parts(model, start, end, filters)
-    if not parts:
-        raise HttpError(404, "not_found", f"no profiles of model {model!r} in [{start:g}, {end:g})")
+    model, filters, start, end, parts = await _range_parts(request, state)
     ref_parts, ref_info = await _reference(request, state, model, start, filters)
     result = await _work(state, op, ref_parts, [p.payload for p in parts], opts)
     return JSONResponse({"model": model, "start": start, "end": end, "reference": ref_info, op: result})
