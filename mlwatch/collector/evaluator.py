@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -140,9 +139,11 @@ class LateHours:
         self._hours: dict[str, set[float]] = {}
         self._size = 0
 
-    def note(self, model: str, window_starts: Iterable[float], now: float) -> None:
-        current = math.floor(now / 3600) * 3600
-        self.add(model, {math.floor(ws / 3600) * 3600 for ws in window_starts if ws < current})
+    def note(self, model: str, window_start: float, now: float) -> None:
+        """A window starting at `window_start` was stored at `now`: remember its hour if that hour is over."""
+        hour = math.floor(window_start / 3600) * 3600
+        if hour + 3600 <= now:
+            self.add(model, {hour})
 
     def add(self, model: str, hours: set[float]) -> None:
         known = self._hours.setdefault(model, set())

@@ -98,7 +98,7 @@ async def otlp_logs(request: Request) -> Response:
         now = time.time()
         for row, new in zip(rows, added, strict=True):
             if new:
-                state.late_hours.note(row.key.model, (row.window_start,), now)
+                state.late_hours.note(row.key.model, row.window_start, now)
         duplicates += len(added) - n_new
         state.metrics.profiles.labels("stored").inc(n_new)
         state.metrics.profiles.labels("duplicate").inc(duplicates)

@@ -107,9 +107,6 @@ class SqlStore:
         return int(self._rows("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0])
 
     # ------------------------------------------------------------------ ingest
-    def has_payload(self, service: str, instance: str, content_hash: str) -> bool:
-        return bool(self.known_payloads(service, instance, [content_hash]))
-
     def known_payloads(self, service: str, instance: str, content_hashes: Sequence[str]) -> set[str]:
         """Which of these payload digests this instance already stored: one query per 500."""
         found: set[str] = set()

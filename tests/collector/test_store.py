@@ -44,8 +44,8 @@ def test_ingest_is_idempotent_per_payload(store: Store) -> None:
     """The same payload from one instance is stored once; a different payload for the window is kept too."""
     assert store.add_profiles([_row(0, b"a")]) == [True]
     assert store.add_profiles([_row(0, b"a")]) == [False]
-    assert store.has_payload("svc", "i-1", b"a".hex())
-    assert not store.has_payload("svc", "i-2", b"a".hex())
+    assert store.known_payloads("svc", "i-1", [b"a".hex()]) == {b"a".hex()}
+    assert store.known_payloads("svc", "i-2", [b"a".hex()]) == set()
     assert store.add_profiles([_row(0, b"b"), _row(0, b"a", instance="i-2"), _row(60, b"c")]) == [True, True, True]
     stats = store.window_stats("fraud", 0, 120)
     assert [(w.window_start, w.count, w.instances, w.n_rows) for w in stats] == [(0.0, 3, 2, 30), (60.0, 1, 1, 10)]
