@@ -138,18 +138,18 @@ class SqlStore:
         with self._tx():
             for i in range(0, len(rows), _INSERT_CHUNK):
                 chunk = rows[i : i + _INSERT_CHUNK]
-                params: list[Any] = []
-                for r in chunk:
-                    params.extend((
-                        r.service, r.instance, r.key.model, r.key.version, r.key.segment, r.window_start,
-                        r.window_end, r.content_hash, now, r.n_rows, r.calls, r.errors, len(r.payload), r.payload,
-                    ))
+                values = [
+                    (r.service, r.instance, r.key.model, r.key.version, r.key.segment, r.window_start,
+                     r.window_end, r.content_hash, now, r.n_rows, r.calls, r.errors, len(r.payload), r.payload)
+                    for r in chunk
+                ]
                 if self.supports_returning:
                     sql = f"{columns}{', '.join([row_marks] * len(chunk))} ON CONFLICT DO NOTHING RETURNING service, instance, content_hash"
+                    params = [v for row in values for v in row]
                     inserted.update((str(a), str(b), str(c)) for a, b, c in self._execute(sql, params).fetchall())
                     continue
-                for j, r in enumerate(chunk):  # SQLite before 3.35: a statement per row, its rowcount says if it was new
-                    if self._execute(f"{columns}{row_marks} ON CONFLICT DO NOTHING", params[14 * j : 14 * j + 14]).rowcount == 1:
+                for r, row in zip(chunk, values, strict=True):  # SQLite before 3.35: a statement per row; rowcount says if it was new
+                    if self._execute(f"{columns}{row_marks} ON CONFLICT DO NOTHING", row).rowcount == 1:
                         inserted.add((r.service, r.instance, r.content_hash))
             new = {(r.key.model, r.key.version, role, name): kind for r in rows for role, name, kind in r.features}
             for ident, kind in new.items():
