@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import math
-import operator
 import struct
 import time
 from collections.abc import Mapping
@@ -225,10 +224,19 @@ def _floats(data: bytes, where: str, limit: int) -> np.ndarray[Any, np.dtype[np.
     if len(data) % 8 or len(data) // 8 > limit:
         raise ProfileFormatError(f"{where}: extreme values block has an invalid size {len(data)}")
     arr = np.frombuffer(data, dtype="<f8").astype(np.float64)
-    values = arr.tolist()  # a few dozen values: plain Python beats numpy's per-call overhead here
-    if not all(map(math.isfinite, values)) or not all(map(operator.le, values, values[1:])):
+    if not _ascending_finite(arr.tolist()):  # a few dozen values: plain Python beats numpy's per-call overhead
         raise ProfileFormatError(f"{where}: extreme values must be finite and sorted")
     return arr
+
+
+def _ascending_finite(values: list[float]) -> bool:
+    """All finite and in ascending order, in three C-speed passes instead of a per-item comparison."""
+    if not values:
+        return True
+    total = sum(values)
+    # NaN only from a NaN or from inf + -inf (finite values overflow to +-inf, never to NaN); then
+    # finite ends and no NaN make every value finite, and a stable sort of ascending values is a no-op.
+    return total == total and -math.inf < values[0] and values[-1] < math.inf and sorted(values) == values
 
 
 def _column_in(obj: Any, r: _Reader, where: str) -> tuple[ColumnProfile, list[tuple[str, bytes]]]:
