@@ -45,6 +45,7 @@ __all__ = ["validate_frequent_strings", "validate_hll", "validate_kll_doubles"]
 
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
+_F64_PAIR = struct.Struct("<dd")
 
 # --------------------------------------------------------------------------------------
 # shared helpers
@@ -211,11 +212,28 @@ def validate_kll_doubles(data: bytes, *, max_k: int = 1024) -> None:
         _fail(_KLL, "n", f"{total_weight} (the weight of the retained items)", n)
 
     values = np.frombuffer(buf, dtype="<f8", count=2 + num_retained, offset=items_start)
-    min_value = float(values[0])
-    max_value = float(values[1])
+    min_value, max_value = _F64_PAIR.unpack_from(buf, items_start)
     items = values[2:]
     lowest = float(items.min())  # NaN when any item is NaN
     highest = float(items.max())
+    if not (min_value <= max_value and min_value <= lowest and highest <= max_value):  # a NaN fails them all
+        _kll_range_failure(values, lowest, highest)
+    # every level above 0 is sorted (and level 0 too when its flag says so): a descent between
+    # neighbours is allowed only where a new level starts
+    first = 0 if level_zero_sorted else levels[1] - levels[0]
+    checked = items[first:]
+    if checked.shape[0] > 1:
+        descent = checked[1:] < checked[:-1]
+        descent[_kll_level_joins(tuple(levels), first)] = False
+        if descent.any():
+            idx = int(np.flatnonzero(descent)[0]) + first
+            level = int(np.searchsorted(np.asarray(levels[:-1], dtype=np.intp) - levels[0], idx, side="right") - 1)
+            _fail(_KLL, f"level {level}", "items in ascending order", f"item {idx + 1} < item {idx}")
+
+
+def _kll_range_failure(values: npt.NDArray[np.float64], lowest: float, highest: float) -> NoReturn:
+    """Name the first NaN, else the violated bound, of min, max and the items in ``values``."""
+    min_value, max_value = float(values[0]), float(values[1])
     if math.isnan(min_value) or math.isnan(max_value) or math.isnan(lowest):
         nan_at = int(np.flatnonzero(np.isnan(values))[0])
         _fail(_KLL, ("min", "max")[nan_at] if nan_at < 2 else f"item {nan_at - 2}", "a number", "NaN")
@@ -223,21 +241,21 @@ def validate_kll_doubles(data: bytes, *, max_k: int = 1024) -> None:
         _fail(_KLL, "min", f"<= max ({max_value!r})", min_value)
     if lowest < min_value:
         _fail(_KLL, "items", f"none below min ({min_value!r})", lowest)
-    if highest > max_value:
-        _fail(_KLL, "items", f"none above max ({max_value!r})", highest)
-    # every level above 0 is sorted (and level 0 too when its flag says so): a descent between
-    # neighbours is allowed only where a new level starts
-    first = 0 if level_zero_sorted else levels[1] - levels[0]
-    checked = items[first:]
-    if checked.shape[0] > 1:
-        descent = checked[1:] < checked[:-1]
-        level_starts = np.asarray(levels[1:-1], dtype=np.intp) - (levels[0] + first)
-        boundary = level_starts - 1
-        descent[boundary[(boundary >= 0) & (boundary < descent.shape[0])]] = False
-        if descent.any():
-            idx = int(np.flatnonzero(descent)[0]) + first
-            level = int(np.searchsorted(np.asarray(levels[:-1], dtype=np.intp) - levels[0], idx, side="right") - 1)
-            _fail(_KLL, f"level {level}", "items in ascending order", f"item {idx + 1} < item {idx}")
+    _fail(_KLL, "items", f"none above max ({max_value!r})", highest)
+
+
+@lru_cache(maxsize=1024)
+def _kll_level_joins(levels: tuple[int, ...], first: int) -> npt.NDArray[np.intp]:
+    """Where a new level starts among the neighbour pairs of ``items[first:]``: a descent is allowed there.
+
+    Depends on the boundaries only, which repeat from one profile to the next: cached, it saves
+    the five numpy calls that derive it.
+    """
+    pairs = levels[-1] - levels[0] - first - 1
+    joins = np.asarray(levels[1:-1], dtype=np.intp) - (levels[0] + first) - 1
+    joins = joins[(joins >= 0) & (joins < pairs)]
+    joins.flags.writeable = False  # shared by every caller
+    return joins
 
 
 # --------------------------------------------------------------------------------------
