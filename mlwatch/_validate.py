@@ -315,12 +315,11 @@ def validate_frequent_strings(
     strings_start = _FI_DATA_START + 8 * num_items
     _expect_min_length(_FI, strings_start + 4 * num_items, size, f"{num_items} weights and string lengths")
 
-    weights = np.frombuffer(buf, dtype="<u8", count=num_items, offset=_FI_DATA_START)
-    zero_at = np.flatnonzero(weights == 0)
-    if zero_at.size:
-        _fail(_FI, f"weight of item {int(zero_at[0])}", "a positive count", 0)
-    # exact (overflow-free) sum of up to 2^30 uint64 values
-    weight_sum = (int((weights >> np.uint64(32)).sum()) << 32) + int((weights & np.uint64(0xFFFFFFFF)).sum())
+    # Python ints: an exact sum, and no per-call numpy overhead (the per-string loop below dominates anyway)
+    weights = struct.unpack_from(f"<{num_items}Q", buf, _FI_DATA_START)
+    if 0 in weights:
+        _fail(_FI, f"weight of item {weights.index(0)}", "a positive count", 0)
+    weight_sum = sum(weights)
     if total_weight < weight_sum + offset:
         _fail(_FI, "total weight", f">= sum of item weights + offset ({weight_sum} + {offset})", total_weight)
 
@@ -418,6 +417,15 @@ def _check_coupons(coupons: _U32Array, field: str) -> None:
         _fail(_HLL, field + "s", "distinct coupons", "a duplicate")
 
 
+def _check_coupon_list(coupons: tuple[int, ...], field: str) -> None:
+    """`_check_coupons` for a handful of coupons held as Python ints."""
+    for i, coupon in enumerate(coupons):
+        if coupon < _HLL_MIN_COUPON:
+            _fail(_HLL, f"{field} {i}", "a coupon with a value in 1..63", f"{coupon:#010x}")
+    if len(set(coupons)) != len(coupons):
+        _fail(_HLL, field + "s", "distinct coupons", "a duplicate")
+
+
 def _check_probe_positions(table: _U32Array, lg_arr: int, slot_of: _U32Array, field: str) -> None:
     """Each occupied cell must be reachable by the C++ open-addressing probe of its key."""
     mask = (1 << lg_arr) - 1
@@ -452,9 +460,10 @@ def _validate_hll_list(buf: bytes, lg_k: int, lg_arr: int, flags: int, compact: 
               f"flags {flags:#04x}")
     slots = count if compact else 1 << _HLL_LG_INIT_LIST_SIZE
     _expect_length(_HLL + " (LIST mode)", _HLL_LIST_START + 4 * slots, size)
-    table = np.frombuffer(buf, dtype="<u4", count=slots, offset=_HLL_LIST_START)
-    _check_coupons(table[:count], "list coupon")
-    if not compact and table[count:].any():
+    # at most 8 slots: Python ints beat numpy's per-call overhead
+    table = struct.unpack_from(f"<{slots}I", buf, _HLL_LIST_START)
+    _check_coupon_list(table[:count], "list coupon")
+    if not compact and any(table[count:]):
         _fail(_HLL, "list slots after the coupons", "zero", "a non-zero value")
 
 
