@@ -33,6 +33,7 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -168,6 +169,7 @@ class _Reader:
         self.blob = blob
         self.limits = limits
         self.claimed: list[tuple[int, int]] = []
+        self.column_params = _column_params(limits)
 
     @staticmethod
     def int_(obj: Mapping[str, Any], key: str, where: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -176,9 +178,22 @@ class _Reader:
             raise ProfileFormatError(f"{where}: field {key!r} must be an integer in [{lo}, {hi}], got {value!r}")
         return value
 
+    @classmethod
+    def ints(cls, obj: Mapping[str, Any], spec: _IntSpec, where: str) -> list[int]:
+        """`int_` for each (key, lo, hi) of `spec`, in order, in one loop (a column reads a dozen)."""
+        out: list[int] = []
+        for key, lo, hi in spec:
+            value = obj.get(key)
+            if type(value) is not int or not lo <= value <= hi:
+                value = cls.int_(obj, key, where, lo=lo, hi=hi)  # raises, with the message
+            out.append(value)
+        return out
+
     @staticmethod
     def float_(obj: Mapping[str, Any], key: str, where: str, *, optional: bool = False) -> float:
         value = obj.get(key)
+        if type(value) is float:  # the common case, first
+            return value
         if value is None and optional:
             return math.nan
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -199,15 +214,13 @@ class _Reader:
 
     def blob_ref(self, obj: Mapping[str, Any], key: str, where: str) -> bytes:
         ref = obj.get(key)
-        if (
-            not isinstance(ref, list)
-            or len(ref) != 2
-            or any(type(x) is not int or x < 0 for x in ref)
-            or ref[0] + ref[1] > len(self.blob)
-        ):
+        if not isinstance(ref, list) or len(ref) != 2:
             raise ProfileFormatError(f"{where}: sketch reference {key!r} is not a valid [offset, length]: {ref!r}")
-        self.claimed.append((ref[0], ref[1]))
-        return bytes(self.blob[ref[0] : ref[0] + ref[1]])
+        offset, length = ref
+        if type(offset) is not int or type(length) is not int or offset < 0 or length < 0 or offset + length > len(self.blob):
+            raise ProfileFormatError(f"{where}: sketch reference {key!r} is not a valid [offset, length]: {ref!r}")
+        self.claimed.append((offset, length))
+        return bytes(self.blob[offset : offset + length])
 
     def check_tiling(self) -> None:
         """Sketch references must cover the blob area exactly once, in order, with no gap."""
@@ -218,6 +231,24 @@ class _Reader:
             pos += length
         if pos != len(self.blob):
             raise ProfileFormatError(f"blob area has {len(self.blob)} bytes but sketches account for {pos}")
+
+
+_IntSpec = tuple[tuple[str, int, int], ...]
+_COUNTERS: _IntSpec = tuple(
+    (key, 0, 2**63 - 1) for key in ("count", "missing", "non_finite", "n_numeric", "n_categorical", "n_text", "n_other")
+)
+
+
+@lru_cache(maxsize=16)
+def _column_params(lim: WireLimits) -> _IntSpec:
+    """A column's sketch parameters and their bounds under `lim`, in the order they are read."""
+    return (
+        ("kll_k", 8, lim.max_kll_k),
+        ("freq_lg", 3, lim.max_freq_lg),
+        ("hll_lg", 4, lim.max_hll_lg),
+        ("n_extremes", 0, lim.max_extremes),
+        ("max_category_length", 0, 2**31),
+    )
 
 
 def _floats(data: bytes, where: str, limit: int) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -249,19 +280,14 @@ def _column_in(obj: Any, r: _Reader, where: str) -> tuple[ColumnProfile, list[tu
     declared = obj.get("declared_kind")
     if declared is not None and declared not in KINDS:
         raise ProfileFormatError(f"{where}: unknown declared kind {declared!r}")
-    lim = r.limits
+    kll_k, freq_lg, hll_lg, n_extremes, max_category_length = r.ints(obj, r.column_params, where)
     col = ColumnProfile(
-        name,
-        kind=declared,
-        kll_k=r.int_(obj, "kll_k", where, lo=8, hi=lim.max_kll_k),
-        freq_lg=r.int_(obj, "freq_lg", where, lo=3, hi=lim.max_freq_lg),
-        hll_lg=r.int_(obj, "hll_lg", where, lo=4, hi=lim.max_hll_lg),
-        n_extremes=r.int_(obj, "n_extremes", where, hi=lim.max_extremes),
-        max_category_length=r.int_(obj, "max_category_length", where, hi=2**31),
+        name, kind=declared, kll_k=kll_k, freq_lg=freq_lg, hll_lg=hll_lg, n_extremes=n_extremes,
+        max_category_length=max_category_length,
     )
-    for field in ("count", "missing", "non_finite", "n_numeric", "n_categorical", "n_text", "n_other"):
-        setattr(col, field, r.int_(obj, field, where))
-    parts = col.missing + col.non_finite + col.n_numeric + col.n_categorical + col.n_text + col.n_other
+    counts = r.ints(obj, _COUNTERS, where)
+    col.count, col.missing, col.non_finite, col.n_numeric, col.n_categorical, col.n_text, col.n_other = counts
+    parts = sum(counts) - col.count
     if parts != col.count:
         raise ProfileFormatError(f"{where}: value counts add up to {parts}, not to count={col.count}")
     sketches: list[tuple[str, bytes]] = []
