@@ -78,6 +78,7 @@ import numpy as np
 
 from mlwatch._errors import ConfigError
 from mlwatch._extract import Binding, CallInputs, apply_rows
+from mlwatch._gil import offer
 from mlwatch._health import HEALTH, logger
 from mlwatch._otel_metrics import Attrs, Distribution, MetricSpec, add_live, add_view
 from mlwatch._runtime import ARGS, ONE_ARG, RUNTIME, Record, Recorder
@@ -274,20 +275,20 @@ class PathFilter:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
-#: Records aggregated between two yields of the GIL: about 2 ms of work on this machine.
+#: Records aggregated between two offers of the GIL: about 2 ms of work on this machine.
 SLICE = 256
 
 
 def _in_slices(records: list[Record], work: Callable[[list[Record]], None]) -> None:
-    """`work` on slices of `records`, letting other threads run in between.
+    """`work` on slices of `records`, offering the GIL to other threads in between.
 
     The aggregator thread shares the GIL with the server's threads: one pass over a full buffer
     (a thousand requests) would hold it for 10-20 ms, and every request arriving meanwhile waits
-    (CPython hands the GIL over only every 5 ms). ``time.sleep(0)`` releases it between slices.
+    (CPython hands the GIL over only every 5 ms). See `mlwatch._gil`.
     """
     for i in range(0, len(records), SLICE):
         if i:
-            time.sleep(0)
+            offer()
         work(records[i : i + SLICE])
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from mlwatch._extract import PREDICTION, Binding, CallInputs, apply_rows, split_by_segment, split_inputs, split_outputs
 from mlwatch._extract import SCALAR_TYPES as _SCALAR_TYPES
+from mlwatch._gil import offer
 from mlwatch._health import HEALTH, logger
 from mlwatch._snapshot import IMMUTABLE as _IMMUTABLE
 from mlwatch._snapshot import snapshot, snapshot_args
@@ -256,6 +257,7 @@ class Recorder:
                     if name is not None:
                         prof.errors[name] = prof.errors.get(name, 0) + c
             all_sampled = all(sampled)
+            offer()
         if inputs is None:  # unsegmented: split the inputs here
             inputs = CallInputs()
             if n:
@@ -264,6 +266,7 @@ class Recorder:
         update_profile_batches(prof, inputs.batches, self.config, feature_names=self.feature_names)
         if not n:
             return
+        offer()
         out_rows: list[dict[str, Any]] = []
         out_batches: list[Any] = []
         kept = results if all_sampled else [r for r, s in zip(results, sampled, strict=True) if s]

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from mlwatch import _validate
 from mlwatch._errors import ProfileFormatError, ProfileMergeError
+from mlwatch._gil import offer
 
 __all__ = [
     "CHUNK",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 #: Values handed to one native update call; datasketches never releases the GIL, and 10k values
-#: keep any other thread's wait to about a millisecond.
+#: take about 0.2 ms (the GIL is offered to waiting threads between chunks).
 CHUNK = 10_000
 DEFAULT_KLL_K = 200
 #: 2**11 map slots keep up to 0.75 * 2048 = 1536 distinct values exactly (the goal is 1,000).
@@ -63,6 +64,8 @@ class KllSketch:
         if not arr.flags.writeable:  # the binding refuses read-only views (pandas copy-on-write)
             arr = arr.copy()
         for start in range(0, arr.shape[0], CHUNK):
+            if start:
+                offer()
             self._sk.update(arr[start : start + CHUNK])
 
     def merge(self, other: KllSketch) -> None:
@@ -109,8 +112,11 @@ class KllSketch:
         return bytes(self._sk.serialize())
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, max_k: int = 1024) -> KllSketch:
-        _validate.validate_kll_doubles(data, max_k=max_k)
+    def from_bytes(cls, data: bytes, *, max_k: int = 1024, validated: bool = False) -> KllSketch:
+        """Validate, then deserialize; ``validated=True`` only when `_validate` already accepted these
+        very bytes at this ``max_k`` (`mlwatch._wire` checks a profile's KLL sketches in one batch)."""
+        if not validated:
+            _validate.validate_kll_doubles(data, max_k=max_k)
         try:
             return cls(_sketch=_ds.kll_doubles_sketch.deserialize(data))
         except Exception as exc:  # the validator should have caught it; never leak a native error type

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mlwatch._gil import offer
+
 __all__ = ["SCALAR_TYPES", "TypedColumn", "is_row_dict", "to_columns"]
 
 Columns = dict[str, Any]
@@ -159,41 +161,37 @@ class TypedColumn(list[Any]):
 
     __slots__ = ("types",)
 
-    def __init__(self, values: Iterable[Any], types: set[type]) -> None:
+    def __init__(self, values: Iterable[Any], types: set[type] | None = None) -> None:
         super().__init__(values)
-        self.types = types
+        self.types = set(map(type, self)) if types is None else types
 
 
 def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
     """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
 
-    The transposition runs in C (`itemgetter` + `zip`) when every row has the first row's keys.
-    An absent key reads as None, which is what it means (missing). Keys the first row lacks can
-    only hide in rows longer than the first, or in rows that miss one of its keys (and so hold
-    a None in some column): only those rows are scanned for extra keys.
+    Each column is read in C (`map` of an `itemgetter` over the rows), one column at a time so the
+    GIL is offered between columns (`mlwatch._gil`). An absent key reads as None, which is what it
+    means (missing). Keys the first row lacks can only hide in rows longer than the first, or in
+    rows that miss one of its keys (and so hold a None in some column): only those rows are scanned
+    for extra keys.
     """
     first = rows[0]
-    keys = list(first)
-    n0 = len(keys)
-    cols: dict[Any, Sequence[Any]]  # tuples here; each becomes a TypedColumn (one copy) at the end
+    n0 = len(first)
+    cols: dict[Any, TypedColumn] = {}
     complete = True
-    try:
-        if n0 == 0:
-            cols = {}
-        elif n0 == 1:
-            cols = {keys[0]: [r[keys[0]] for r in rows]}
-        else:
-            cols = dict(zip(keys, zip(*map(operator.itemgetter(*keys), rows), strict=True), strict=True))
-    except KeyError:
-        complete = False
-        cols = {k: [r.get(k) for r in rows] for k in keys}
-    types = {k: set(map(type, v)) for k, v in cols.items()}
+    for key in first:
+        try:
+            cols[key] = TypedColumn(map(operator.itemgetter(key), rows))
+        except KeyError:
+            complete = False
+            cols[key] = TypedColumn([r.get(key) for r in rows])
+        offer()
     suspects: set[int] = set()
     if not complete or sum(map(len, rows)) != n0 * len(rows):
         suspects.update(i for i, length in enumerate(map(len, rows)) if length != n0)
     if not complete:
-        for k, col in cols.items():
-            if type(None) in types[k]:
+        for col in cols.values():
+            if type(None) in col.types:
                 suspects.update(i for i, v in enumerate(col) if v is None)
     if suspects:
         extra: dict[Any, None] = {}
@@ -202,6 +200,5 @@ def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
                 if key not in first:
                     extra[key] = None
         for key in extra:
-            cols[key] = [r.get(key) for r in rows]
-            types[key] = set(map(type, cols[key]))
-    return {(k if type(k) is str else str(k)): TypedColumn(v, types[k]) for k, v in cols.items()}
+            cols[key] = TypedColumn([r.get(key) for r in rows])
+    return {(k if type(k) is str else str(k)): v for k, v in cols.items()}

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mlwatch._errors import ConfigError
+from mlwatch._gil import offer
 from mlwatch._numeric import DEFAULT_EXTREMES
 from mlwatch._sketches import DEFAULT_FREQ_LG, DEFAULT_HLL_LG, DEFAULT_KLL_K
 from mlwatch._tabular import to_columns
@@ -146,6 +147,7 @@ def update_profile(
         col = store.get(name)
         if col is None:
             col = store[name] = config.new_column(name)
+        offer()
         col.update(values)
     if section == "columns":
         target.rows += rows
@@ -179,6 +181,7 @@ def update_profile_batches(
         col = store.get(name)
         if col is None:
             col = store[name] = config.new_column(name)
+        offer()
         col.update(_concat(arrays))
     if section == "columns":
         target.rows += rows
