@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from mlwatch import _validate
 from mlwatch._errors import ProfileFormatError
 from mlwatch._numeric import NumericSummary
 from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
@@ -317,11 +318,13 @@ def _column_in(obj: Any, r: _Reader, where: str) -> tuple[ColumnProfile, list[tu
     return col, sketches
 
 
-def _attach_sketches(col: ColumnProfile, sketches: list[tuple[str, bytes]], lim: WireLimits, where: str) -> None:
-    """Validate each sketch's structure, then deserialize and cross-check it with the counters."""
+def _attach_sketches(
+    col: ColumnProfile, sketches: list[tuple[str, bytes]], lim: WireLimits, where: str, *, kll_validated: bool
+) -> None:
+    """Validate each sketch's structure (KLL's already when `kll_validated`), then deserialize and cross-check it with the counters."""
     for kind, data in sketches:
         if kind == "kll":
-            kll = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+            kll = KllSketch.from_bytes(data, max_k=lim.max_kll_k, validated=kll_validated)
             assert col.numeric is not None
             if kll.n != col.numeric.n or kll.k != col._kll_k:
                 raise ProfileFormatError(f"{where}: numeric sketch holds n={kll.n}, k={kll.k}; header says n={col.numeric.n}, k={col._kll_k}")
@@ -335,7 +338,7 @@ def _attach_sketches(col: ColumnProfile, sketches: list[tuple[str, bytes]], lim:
         elif kind == "hll":
             col.hll = HllSketch.from_bytes(data, max_lg_k=lim.max_hll_lg)
         else:
-            col.text_length = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+            col.text_length = KllSketch.from_bytes(data, max_k=lim.max_kll_k, validated=kll_validated)
             if col.text_length.n != col.n_text:
                 raise ProfileFormatError(f"{where}: text length sketch n={col.text_length.n} differs from n_text={col.n_text}")
 
@@ -435,13 +438,31 @@ def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimi
     quality_pending = _quality_in(header["quality"], r) if header.get("quality") is not None else None
     r.check_tiling()
     # Only now, with every reference and counter consistent, does any sketch reach native code.
+    # The KLL sketches' items are checked in one batch; when it finds a defect, each sketch is
+    # validated on its own as it is attached, which names the first defect.
+    kll_validated = _validate.kll_doubles_all_valid(
+        _kll_images(latency_bytes, pending, quality_pending), max_k=lim.max_kll_k
+    )
     if latency_bytes is not None:
-        p.latency = KllSketch.from_bytes(latency_bytes, max_k=lim.max_kll_k)
+        p.latency = KllSketch.from_bytes(latency_bytes, max_k=lim.max_kll_k, validated=kll_validated)
     for col, sketches, where in pending:
-        _attach_sketches(col, sketches, lim, where)
+        _attach_sketches(col, sketches, lim, where, kll_validated=kll_validated)
     if quality_pending is not None:
-        p.quality = _attach_quality(*quality_pending, lim)
+        p.quality = _attach_quality(*quality_pending, lim, kll_validated=kll_validated)
     return p
+
+
+def _kll_images(
+    latency: bytes | None,
+    pending: list[tuple[ColumnProfile, list[tuple[str, bytes]], str]],
+    quality: tuple[QualitySketch, list[_QualityBlob]] | None,
+) -> list[bytes]:
+    """Every KLL sketch image of a profile."""
+    images = [] if latency is None else [latency]
+    images += [data for _, sketches, _ in pending for kind, data in sketches if kind in ("kll", "text_length")]
+    if quality is not None:
+        images += [data for _, _, _, data in quality[1]]
+    return images
 
 
 # ---------------------------------------------------------------------------- model quality (version 2)
@@ -554,11 +575,13 @@ def _quality_in(obj: Any, r: _Reader) -> tuple[QualitySketch, list[_QualityBlob]
     return q, blobs
 
 
-def _attach_quality(q: QualitySketch, blobs: list[_QualityBlob], lim: WireLimits) -> QualitySketch:
-    """Validate (`_validate` via `KllSketch.from_bytes`), deserialize and cross-check the quality sketches."""
+def _attach_quality(
+    q: QualitySketch, blobs: list[_QualityBlob], lim: WireLimits, *, kll_validated: bool
+) -> QualitySketch:
+    """Validate (`_validate` via `KllSketch.from_bytes`, unless `kll_validated`), deserialize and cross-check the quality sketches."""
     labeled = q.classification.n if q.classification is not None else 0
     for kind, name, expected_n, data in blobs:
-        sk = KllSketch.from_bytes(data, max_k=lim.max_kll_k)
+        sk = KllSketch.from_bytes(data, max_k=lim.max_kll_k, validated=kll_validated)
         where = f"profile quality {kind} {name!r}"
         if expected_n >= 0 and sk.n != expected_n:
             raise ProfileFormatError(f"{where}: sketch holds n={sk.n}, header says n={expected_n}")

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from mlwatch._errors import ConfigError, ProfileFormatError
 from mlwatch._validate import (
+    kll_doubles_all_valid,
     validate_frequent_strings,
     validate_hll,
     validate_kll_doubles,
@@ -1025,6 +1026,23 @@ def test_fuzz_never_crashes_the_native_code(corpus: list[list[bytes]]) -> None:
         statuses = pool.run(accepted)
     raised = [(KIND_NAMES[k], d.hex()) for (k, d), s in zip(accepted, statuses, strict=True) if s != OK]
     assert not raised, f"accepted inputs the native code rejected: {raised[:3]}"
+
+
+def test_batch_kll_check_agrees_with_the_validator(corpus: list[list[bytes]]) -> None:
+    """`kll_doubles_all_valid` accepts a batch exactly when `validate_kll_doubles` accepts each image."""
+    cases = [data for kind, data in fuzz_cases(corpus, {KLL: FUZZ_CASES[KLL]}, FUZZ_SEED + 1)]
+    r = random.Random(FUZZ_SEED)
+    outcomes = set()
+    pos = 0
+    while pos < len(cases):
+        size = r.choice((1, 1, 2, 3, 5))
+        batch = cases[pos : pos + size] + r.sample(corpus[KLL], r.choice((0, 2)))
+        pos += size
+        expected = all(validate(KLL, data) for data in batch)
+        assert kll_doubles_all_valid(batch) == expected, [data.hex() for data in batch]
+        outcomes.add(expected)
+    assert outcomes == {True, False}
+    assert kll_doubles_all_valid([]) and not kll_doubles_all_valid([b"\x00"], max_k=7)
 
 
 def test_worker_pool_reports_the_input_that_killed_a_worker() -> None:
