@@ -166,11 +166,13 @@ def encode(profile: Profile, *, hmac_key: bytes | None = None, key_id: str | Non
 class _Reader:
     """Typed access to the untrusted JSON header: every read states what it expects."""
 
-    def __init__(self, blob: memoryview, limits: WireLimits) -> None:
+    def __init__(self, blob: memoryview, limits: WireLimits, extremes: _Extremes | None) -> None:
         self.blob = blob
         self.limits = limits
         self.claimed: list[tuple[int, int]] = []
         self.column_params = _column_params(limits)
+        #: Where numeric columns' extreme values go to be checked in one pass; None: each at once.
+        self.extremes = extremes
 
     @staticmethod
     def int_(obj: Mapping[str, Any], key: str, where: str, *, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -213,7 +215,7 @@ class _Reader:
             )
         return value
 
-    def blob_ref(self, obj: Mapping[str, Any], key: str, where: str) -> bytes:
+    def blob_view(self, obj: Mapping[str, Any], key: str, where: str) -> memoryview:
         ref = obj.get(key)
         if not isinstance(ref, list) or len(ref) != 2:
             raise ProfileFormatError(f"{where}: sketch reference {key!r} is not a valid [offset, length]: {ref!r}")
@@ -221,7 +223,10 @@ class _Reader:
         if type(offset) is not int or type(length) is not int or offset < 0 or length < 0 or offset + length > len(self.blob):
             raise ProfileFormatError(f"{where}: sketch reference {key!r} is not a valid [offset, length]: {ref!r}")
         self.claimed.append((offset, length))
-        return bytes(self.blob[offset : offset + length])
+        return self.blob[offset : offset + length]
+
+    def blob_ref(self, obj: Mapping[str, Any], key: str, where: str) -> bytes:
+        return bytes(self.blob_view(obj, key, where))
 
     def check_tiling(self) -> None:
         """Sketch references must cover the blob area exactly once, in order, with no gap."""
@@ -259,6 +264,38 @@ def _floats(data: bytes, where: str, limit: int) -> np.ndarray[Any, np.dtype[np.
     if not _ascending_finite(arr.tolist()):  # a few dozen values: plain Python beats numpy's per-call overhead
         raise ProfileFormatError(f"{where}: extreme values must be finite and sorted")
     return arr
+
+
+class _Extremes:
+    """Numeric columns' extreme-value blocks, checked like `_floats` and split in one numpy pass."""
+
+    def __init__(self) -> None:
+        self.summaries: list[NumericSummary] = []
+        self.blocks: list[memoryview] = []  # each summary's low, then its high
+
+    def add(self, summary: NumericSummary, low: memoryview, high: memoryview) -> None:
+        self.summaries.append(summary)
+        self.blocks += (low, high)
+
+    def attach(self) -> None:
+        """Set every summary's low and high; a ProfileFormatError (saying only that some block is
+        malformed: `_floats` names it) when a block is not a whole, finite, ascending array of at
+        most n_extremes values."""
+        starts = [0]
+        for i, block in enumerate(self.blocks):
+            if len(block) % 8 or len(block) // 8 > self.summaries[i // 2].n_extremes:
+                raise ProfileFormatError("an extreme values block has an invalid size")
+            starts.append(starts[-1] + len(block) // 8)
+        if starts[-1] == 0:
+            return
+        values = np.frombuffer(b"".join(self.blocks), dtype="<f8").astype(np.float64)
+        descent = values[1:] < values[:-1]
+        descent[[i - 1 for i in starts[1:-1] if 0 < i < starts[-1]]] = False  # from one block into the next
+        if not np.isfinite(values).all() or descent.any():
+            raise ProfileFormatError("extreme values must be finite and sorted")
+        for i, summary in enumerate(self.summaries):
+            summary.low = values[starts[2 * i] : starts[2 * i + 1]]
+            summary.high = values[starts[2 * i + 1] : starts[2 * i + 2]]
 
 
 def _ascending_finite(values: list[float]) -> bool:
@@ -305,8 +342,11 @@ def _column_in(obj: Any, r: _Reader, where: str) -> tuple[ColumnProfile, list[tu
         summary.min = r.float_(num, "min", where)
         summary.max = r.float_(num, "max", where)
         sketches.append(("kll", r.blob_ref(num, "kll", where)))
-        summary.low = _floats(r.blob_ref(num, "low", where), where, col.n_extremes)
-        summary.high = _floats(r.blob_ref(num, "high", where), where, col.n_extremes)
+        if r.extremes is None:
+            summary.low = _floats(r.blob_ref(num, "low", where), where, col.n_extremes)
+            summary.high = _floats(r.blob_ref(num, "high", where), where, col.n_extremes)
+        else:
+            r.extremes.add(summary, r.blob_view(num, "low", where), r.blob_view(num, "high", where))
         col.numeric = summary
     elif col.n_numeric:
         raise ProfileFormatError(f"{where}: n_numeric={col.n_numeric} but no numeric summary")
@@ -393,11 +433,16 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
     blob = body[_PREFIX.size + head_len :]
     if version < 2 and "quality" in header:
         raise ProfileFormatError("profile format version 1 cannot carry a 'quality' part")
-    return _profile_from_header(header, blob, lim)
+    try:
+        return _profile_from_header(header, blob, lim, _Extremes())
+    except Exception:
+        # Some check failed: read again with every check in header order, so that what is raised
+        # is what that order meets first, as if the extreme values had not been checked in a batch.
+        return _profile_from_header(header, blob, lim, None)
 
 
-def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimits) -> Profile:
-    r = _Reader(blob, lim)
+def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimits, extremes: _Extremes | None) -> Profile:
+    r = _Reader(blob, lim, extremes)
     model = r.str_(header, "model", "profile")
     assert model is not None
     segment = header.get("segment")
@@ -435,6 +480,8 @@ def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimi
                 raise ProfileFormatError(f"profile: column {col.name!r} appears twice in {section!r}")
             target[col.name] = col
             pending.append((col, sketches, f"{section} {col.name!r}"))
+    if extremes is not None:
+        extremes.attach()
     quality_pending = _quality_in(header["quality"], r) if header.get("quality") is not None else None
     r.check_tiling()
     # Only now, with every reference and counter consistent, does any sketch reach native code.

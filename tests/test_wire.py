@@ -140,6 +140,40 @@ def test_header_inconsistencies_rejected_behind_a_valid_checksum() -> None:
             mlwatch.Profile.from_bytes(_join(header_case, blob_case))
 
 
+def _with_double(blob: bytes, ref: list[int], index: int, value: float) -> bytes:
+    pos = ref[0] + 8 * index
+    return blob[:pos] + struct.pack("<d", value) + blob[pos + 8 :]
+
+
+def test_extreme_values_checked_and_the_first_defect_named() -> None:
+    """Extremes must be finite, ascending and at most n_extremes; of two defects the header's first is named."""
+    header, blob = _split(_sample().to_bytes())
+    low = header["columns"][0]["numeric"]["low"]  # type: ignore[index]
+    out_high = header["outputs"][0]["numeric"]["high"]  # type: ignore[index]
+    first = struct.unpack_from("<d", blob, low[0])[0]
+    nan_low = _with_double(blob, low, 0, float("nan"))
+    unsorted_high = _with_double(blob, out_high, 0, 1e9)
+    few = json.loads(json.dumps(header))
+    few["columns"][0]["n_extremes"] = 1  # type: ignore[index]
+    miscounted_output = json.loads(json.dumps(header))
+    miscounted_output["outputs"][0]["count"] += 1  # type: ignore[index]
+    miscounted_input = json.loads(json.dumps(header))
+    miscounted_input["columns"][0]["count"] += 1  # type: ignore[index]
+    cases = [
+        (header, nan_low, "columns\\[0\\] 'x': extreme values must be finite and sorted"),
+        (header, _with_double(blob, low, 1, first - 1.0), "columns\\[0\\] 'x': extreme values must be finite and sorted"),
+        (header, unsorted_high, "outputs\\[0\\] 'score': extreme values must be finite and sorted"),
+        (few, blob, "columns\\[0\\] 'x': extreme values block has an invalid size"),
+        (miscounted_output, nan_low, "columns\\[0\\] 'x': extreme values"),
+        (miscounted_input, unsorted_high, "columns\\[0\\] 'x': value counts add up to"),
+    ]
+    for header_case, blob_case, message in cases:
+        with pytest.raises(ProfileFormatError, match=message):
+            mlwatch.Profile.from_bytes(_join(header_case, blob_case))
+    q = mlwatch.Profile.from_bytes(_join(header, blob))
+    assert q.columns["x"].numeric is not None and q.columns["x"].numeric.low[0] == first
+
+
 def test_limits_applied_before_parsing() -> None:
     """Caps on size and column count reject oversized profiles early."""
     data = _sample().to_bytes()
