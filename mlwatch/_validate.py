@@ -35,7 +35,7 @@ import math
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -118,6 +118,7 @@ _KLL_HEADER = struct.Struct("<BBBBHBB")  # preamble ints, ser ver, family, flags
 _KLL_FULL_HEADER = struct.Struct("<QHBB")  # n, min_k, num_levels, unused
 _KLL_DATA_START_SINGLE = 8
 _KLL_DATA_START = 20
+_KLL_LEVELS = tuple(struct.Struct(f"<{n}I") for n in range(_KLL_MAX_LEVELS + 1))  # boundaries by num_levels
 _POWERS_OF_THREE: tuple[int, ...] = tuple(3**i for i in range(31))
 
 
@@ -203,11 +204,9 @@ def kll_doubles_all_valid(images: Sequence[bytes], *, max_k: int = 1024) -> bool
     return not (np.repeat(checked, runs)[:-1] & (items[1:] < items[:-1])).any()
 
 
-class _KllLayout(NamedTuple):
-    buf: bytes
-    items_start: int  # where min, max and then the items begin
-    levels: list[int]  # the level boundaries, capacity last
-    level_zero_sorted: bool
+#: (the image, where min, max and then the items begin, the level boundaries with the capacity
+#: last, whether level 0 is sorted): a plain tuple, built once per sketch
+_KllLayout = tuple[bytes, int, list[int], bool]
 
 
 def _kll_layout(data: object, max_k: int) -> _KllLayout | None:
@@ -261,8 +260,9 @@ def _kll_layout(data: object, max_k: int) -> _KllLayout | None:
     _expect_range(_KLL, "num_levels", 1, min(_KLL_MAX_LEVELS, n.bit_length()), num_levels)
 
     items_start = _KLL_DATA_START + 4 * num_levels
-    _expect_min_length(_KLL, items_start + 16, size, f"{num_levels} level boundaries, min and max")
-    levels = list(struct.unpack_from(f"<{num_levels}I", buf, _KLL_DATA_START))
+    if size < items_start + 16:
+        _expect_min_length(_KLL, items_start + 16, size, f"{num_levels} level boundaries, min and max")
+    levels = list(_KLL_LEVELS[num_levels].unpack_from(buf, _KLL_DATA_START))
     capacity = _kll_total_capacity(k, _KLL_M, num_levels)
     levels.append(capacity)  # the last boundary is implied, not serialized
     for i in range(num_levels):
@@ -270,10 +270,12 @@ def _kll_layout(data: object, max_k: int) -> _KllLayout | None:
             _fail(_KLL, f"level boundary {i}", f"<= boundary {i + 1} ({levels[i + 1]}, capacity {capacity})", levels[i])
     num_retained = capacity - levels[0]
     _expect_length(_KLL, items_start + 16 + 8 * num_retained, size)
-    total_weight = sum((levels[i + 1] - levels[i]) << i for i in range(num_levels))
+    total_weight = 0
+    for i in range(num_levels):
+        total_weight += (levels[i + 1] - levels[i]) << i
     if total_weight != n:
         _fail(_KLL, "n", f"{total_weight} (the weight of the retained items)", n)
-    return _KllLayout(buf, items_start, levels, level_zero_sorted)
+    return buf, items_start, levels, level_zero_sorted
 
 
 def _kll_check_items(layout: _KllLayout) -> None:
