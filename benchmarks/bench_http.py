@@ -189,10 +189,30 @@ def _start(variant: str, log_dir: Path, prefix: Sequence[str] = ()) -> tuple[sub
     raise RuntimeError(f"{variant} server did not start")
 
 
-def _wrk(port: int, seconds: int, connections: int, script: Path, prefix: Sequence[str] = ()) -> dict[str, float]:
+_WRK_COUNT = re.compile(r"^\s*(\d+) requests in ", re.M)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid`, all its threads (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _wrk(port: int, seconds: int, connections: int, script: Path, prefix: Sequence[str] = (), server_pid: int | None = None) -> dict[str, float]:
+    """One wrk run; with `server_pid`, also the server's CPU µs per request (every thread: the app,
+    the event loop, mlwatch's aggregator), a figure a shared machine's other jobs barely move."""
     cmd = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/predict"]
+    cpu0 = _cpu_seconds(server_pid) if server_pid is not None else None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    return parse_wrk(done.stdout)
+    cpu1 = _cpu_seconds(server_pid) if server_pid is not None else None
+    out = parse_wrk(done.stdout)
+    count = _WRK_COUNT.search(done.stdout)
+    if cpu0 is not None and cpu1 is not None and count is not None and int(count.group(1)):
+        out["cpu_us"] = (cpu1 - cpu0) / int(count.group(1)) * 1e6
+    return out
 
 
 def inprocess(apps: dict[str, Any], *, batches: int, per_batch: int, flush: dict[str, Callable[[], object]]) -> dict[str, list[float]]:
@@ -287,9 +307,10 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
             rounds: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
             for r in range(args.rounds):
                 for v in VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS)):  # ABC, CBA, ...: drifts hit all alike
-                    got = _wrk(servers[v][1], args.seconds, args.connections, script, wrk_cpu)
+                    got = _wrk(servers[v][1], args.seconds, args.connections, script, wrk_cpu, servers[v][0].pid)
                     rounds[v].append(got)
-                    log(f"round {r + 1} {v:8s} p50 {got['p50'] * 1e3:.3f} ms  p99 {got['p99'] * 1e3:.3f} ms  {got['rps']:.0f} req/s")
+                    cpu = f"  server CPU {got['cpu_us']:.0f} us/request" if "cpu_us" in got else ""
+                    log(f"round {r + 1} {v:8s} p50 {got['p50'] * 1e3:.3f} ms  p99 {got['p99'] * 1e3:.3f} ms  {got['rps']:.0f} req/s{cpu}")
         finally:
             for proc, _ in servers.values():
                 proc.send_signal(signal.SIGTERM)
@@ -319,6 +340,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     for v, rs in rounds.items():
         summary[v] = {k: statistics.median(x[k] for x in rs) for k in ("p50", "p75", "p90", "p99", "rps")}
         summary[v]["errors"] = max(x["errors"] for x in rs)
+        if all("cpu_us" in x for x in rs):
+            summary[v]["cpu_us"] = statistics.median(x["cpu_us"] for x in rs)
     # Overheads are medians of per-round ratios: each variant against the plain run of its own round.
     over = {
         v: {q: statistics.median(_overhead(a[q], b[q]) for a, b in zip(rounds[v], rounds["plain"], strict=True)) for q in ("p50", "p99")}
@@ -327,14 +350,20 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     vs_otel = {
         q: (over["mlwatch"][q] / over["otel"][q]) if over["otel"][q] > 0 else float("nan") for q in ("p50", "p99")
     }
-    headers = ["variant", "median", "p99", "req/s", "added to median", "added to p99"]
+    has_cpu = all("cpu_us" in summary[v] for v in VARIANTS)
+    headers = ["variant", "median", "p99", "req/s", "added to median", "added to p99", *(["server CPU per request", "added CPU"] if has_cpu else [])]
     rows = []
     for v in VARIANTS:
         s = summary[v]
         added = ("", "") if v == "plain" else (f"{over[v]['p50'] * 100:+.1f}%", f"{over[v]['p99'] * 100:+.1f}%")
-        rows.append([v, f"{s['p50'] * 1e3:.3f} ms", f"{s['p99'] * 1e3:.3f} ms", f"{s['rps']:.0f}", *added])
+        cpu: list[str] = []
+        if has_cpu:
+            base = summary["plain"]["cpu_us"]
+            cpu = [f"{s['cpu_us']:.0f} us", "" if v == "plain" else f"{s['cpu_us'] - base:+.0f} us ({(s['cpu_us'] / base - 1) * 100:+.1f}%)"]
+        rows.append([v, f"{s['p50'] * 1e3:.3f} ms", f"{s['p99'] * 1e3:.3f} ms", f"{s['rps']:.0f}", *added, *cpu])
     note = (
         f"Added latency: median over rounds of each round's ratio to plain. "
+        f"Server CPU: the server process's user + system time (all threads, mlwatch's aggregator included) over wrk's request count, median over rounds. "
         f"mlwatch overhead / OpenTelemetry overhead: median {vs_otel['p50']:.2f}x, p99 {vs_otel['p99']:.2f}x. "
         f"uvicorn (h11, asyncio), 1 process{', pinned to its own CPU (taskset), wrk on the other' if server_cpu else ''}; wrk -t1 -c{args.connections}, {args.rounds} interleaved rounds of "
         f"{args.seconds:g} s per variant, medians over rounds; load average {load_before:.2f} before, {load_after:.2f} after."
