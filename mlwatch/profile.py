@@ -147,12 +147,15 @@ class Profile:
     def record_latency(self, seconds: Iterable[float], k: int = DEFAULT_KLL_K) -> None:
         import numpy as np
 
-        arr = np.fromiter(seconds, dtype=np.float64)
+        # An array is taken as it is: fromiter would walk it as one numpy scalar object per value.
+        arr = np.asarray(seconds, dtype=np.float64) if isinstance(seconds, np.ndarray) else np.fromiter(seconds, dtype=np.float64)
+        if arr.ndim != 1:
+            arr = arr.reshape(-1)
         arr = arr[np.isfinite(arr)]
         if arr.shape[0]:
             if self.latency is None:
                 self.latency = KllSketch(k)
-            self.latency.update(arr)
+            self.latency.update(np.sort(arr))  # KLL takes a sorted batch about twice as fast
 
     # ------------------------------------------------------------------ bytes and files
     def to_bytes(self, *, hmac_key: bytes | None = None, key_id: str | None = None) -> bytes:
