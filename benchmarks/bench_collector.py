@@ -5,16 +5,21 @@ Two figures per store (SQLite, and PostgreSQL when ``--postgres DSN`` or
 with one ingest worker:
 
 - ingest: OTLP protobuf requests of `--batch` profiles each (20 and 100 features, a few hundred
-  rows per window), sent back to back from one client; profiles/s = stored profiles / wall time.
-  Every profile goes through the full path: body cap, OTLP decode, duplicate check, the worker's
-  checksum + structural validation + native decode, and the insert.
+  rows per window) to `mlwatch collector` run as its own process (its ingest worker a child of
+  it), pinned with taskset to one CPU while the senders run on the others: so the rate is what
+  one core ingests. Sent back to back by one sender, then by `--clients` concurrent senders (a
+  fleet: each its own instance; one sender leaves the core idle while it waits for each
+  answer). profiles/s = stored profiles / wall time; the collector's CPU per profile (server and
+  worker, from /proc) is printed too. Every profile goes through the full path: body cap, OTLP
+  decode, duplicate check, the worker's checksum + structural validation + native decode, and
+  the insert.
 - day drift: 1,440 minute windows of a 100-feature model stored for one UTC day, then
   ``GET /api/models/{model}/drift`` for that day against an uploaded reference: cold (a backfill
   queried before the collector's evaluator rolled it up: the hourly and daily rollups are built
   from 1,440 raw rows), warm (the day rollup is fresh: one stored profile; median of `--reps`),
   and after one late window (that hour rebuilt from its raw windows, the day from 24 hours).
 
-Goals (issue 5): >= 500 profiles/s of 20 features; a warm day's drift for 100 features < 2 s.
+Goals (issue 5): >= 500 profiles/s of 20 features on one core; a day's drift for 100 features < 2 s.
 
     python benchmarks/bench_collector.py                 # full run
     python benchmarks/bench_collector.py --quick         # small sizes, a minute or so
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,21 +121,118 @@ def _post(client: httpx.Client, body: bytes) -> None:
         raise RuntimeError(f"ingest failed: {r.status_code} {r.text[:200]}")
 
 
-def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and all its descendants (Linux /proc)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class _CollectorProcess:
+    """`mlwatch collector` in its own process (its ingest worker is a child of it), optionally on one CPU."""
+
+    def __init__(self, db: str, cpu: int | None, clients: int) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.cmd = [
+            *pin, sys.executable, "-m", "mlwatch.collector", "--db", db, "--port", str(self.port), "--evaluate-interval", "0",
+            "--max-body-bytes", str(256 * 1024 * 1024), "--max-concurrency", str(max(4, clients)), "--log-level", "warning",
+        ]
+
+    def __enter__(self) -> _CollectorProcess:
+        self.proc = subprocess.Popen(self.cmd)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the collector exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the collector did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _pinning() -> tuple[int | None, set[int] | None]:
+    """(the collector's CPU, the senders' CPUs): the last CPU for the collector, the others for the senders."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return None, None
+    return cpus[-1], set(cpus[:-1])
+
+
+def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients: int, pin: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Profiles/s through a collector process (on one CPU when `pin`), from `clients` concurrent senders
+    (a fleet: each its own instance), and the collector's CPU (server + worker) per profile."""
     payloads = _encode(_profile(n_features, 500, seed=n_features), [60.0 * i for i in range(n_profiles)])
-    bodies = [_otlp(payloads[i : i + batch], "i-1") for i in range(0, n_profiles, batch)]
-    with _Server(db) as client:
-        t0, c0 = time.perf_counter(), time.process_time()
-        for body in bodies:
-            _post(client, body)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        stored = client.get("/health").json()["stored"]["profiles"]
-    if stored != n_profiles:
-        raise RuntimeError(f"stored {stored} of {n_profiles}")
+    bodies = [_otlp(payloads[i : i + batch], f"i-{(i // batch) % clients}") for i in range(0, n_profiles, batch)]
+    cpu, sender_cpus = _pinning() if pin else (None, None)
+    before = os.sched_getaffinity(0) if sender_cpus else None
+    with _CollectorProcess(db, cpu, clients) as collector:
+        url = f"http://127.0.0.1:{collector.port}"
+        with httpx.Client(base_url=url, timeout=600) as warm:  # the worker's imports and first decode, untimed
+            _post(warm, _otlp(payloads[:batch], "warm-up"))
+        if sender_cpus:
+            os.sched_setaffinity(0, sender_cpus)
+        try:
+            queue = list(reversed(bodies))
+            lock = threading.Lock()
+            failures: list[BaseException] = []
+
+            def send() -> None:
+                with httpx.Client(base_url=url, timeout=600) as client:
+                    while True:
+                        with lock:
+                            if not queue:
+                                return
+                            body = queue.pop()
+                        try:
+                            _post(client, body)
+                        except BaseException as exc:  # reported after the run
+                            failures.append(exc)
+                            return
+
+            senders = [threading.Thread(target=send) for _ in range(clients)]
+            c0, t0 = _tree_cpu(collector.proc.pid), time.perf_counter()
+            for t in senders:
+                t.start()
+            for t in senders:
+                t.join()
+            wall, used = time.perf_counter() - t0, _tree_cpu(collector.proc.pid) - c0
+        finally:
+            if before is not None:
+                os.sched_setaffinity(0, before)
+        if failures:
+            raise RuntimeError(f"ingest failed: {failures[0]}")
+        stored = httpx.get(f"{url}/health", timeout=60).json()["stored"]["profiles"]
+    if stored != n_profiles + min(batch, n_profiles):
+        raise RuntimeError(f"stored {stored} of {n_profiles} (+ the warm-up's)")
     rate = n_profiles / wall
-    log(f"  ingest {n_features:>3} features: {rate:8.0f} profiles/s  ({n_profiles} profiles, {len(payloads[0]) / 1024:.0f} KiB each, "
-        f"{wall:.2f} s wall; CPU of this process (server + client threads, not the worker) {cpu:.2f} s)")
-    return {"features": n_features, "profiles": n_profiles, "profile_bytes": len(payloads[0]), "seconds": wall, "profiles_per_second": rate}
+    where = f"collector pinned to CPU {cpu}" if cpu is not None else "collector unpinned"
+    log(f"  ingest {n_features:>3} features, {clients} sender(s): {rate:8.0f} profiles/s  ({n_profiles} profiles of {len(payloads[0]) / 1024:.0f} KiB, "
+        f"{batch} per request, {wall:.2f} s wall; {where}; collector CPU (server + worker) {used / n_profiles * 1e3:.2f} ms per profile)")
+    return {
+        "features": n_features, "profiles": n_profiles, "profile_bytes": len(payloads[0]), "clients": clients, "pinned_cpu": cpu,
+        "seconds": wall, "profiles_per_second": rate, "collector_cpu_ms_per_profile": used / n_profiles * 1e3,
+    }
 
 
 def bench_day_drift(db: str, n_windows: int, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -170,6 +275,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--profiles", type=int, default=None, help="profiles per ingest run (default 2000, quick 200)")
     parser.add_argument("--batch", type=int, default=50, help="profiles per OTLP request")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent senders in the fleet run (the single-sender run is measured too)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the collector to one CPU and the senders to the others")
     parser.add_argument("--windows", type=int, default=None, help="windows in the day (default 1440, quick 120)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--postgres", default=os.environ.get("MLWATCH_TEST_POSTGRES_DSN"), help="PostgreSQL DSN (else SQLite only)")
@@ -184,10 +291,11 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     for name, make in stores:
         log(f"{name}:")
         out: dict[str, Any] = {"ingest": []}
-        for n_features in (20, 100):
+        for n_features, clients in ((20, 1), (20, args.clients), (100, args.clients)):
             db, cleanup = make()
             try:
-                out["ingest"].append(bench_ingest(db, n_features, n_profiles if n_features == 20 else n_profiles // 2, args.batch, log))
+                n = n_profiles if n_features == 20 else n_profiles // 2
+                out["ingest"].append(bench_ingest(db, n_features, n, args.batch, clients, not args.no_pin, log))
             finally:
                 cleanup()
         db, cleanup = make()
