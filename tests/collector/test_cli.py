@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from mlwatch.cli import main as mlwatch_main
+from mlwatch.collector.migrations import latest_version
 
 from .conftest import make_profile
 
@@ -58,7 +59,7 @@ def test_python_m_collector_serves(tmp_path: Path) -> None:
             except httpx.TransportError:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.1)
-        assert r.status_code == 200 and r.json()["schema_version"] == 1
+        assert r.status_code == 200 and r.json()["schema_version"] == latest_version()
     finally:
         proc.terminate()
         assert proc.wait(30) in (0, -15)  # uvicorn re-raises SIGTERM after a graceful shutdown

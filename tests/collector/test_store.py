@@ -29,6 +29,34 @@ def test_migrations_are_versioned_and_idempotent(db_url: str) -> None:
     second.close()
 
 
+def test_postgres_payloads_skip_toast_compression(db_url: str) -> None:
+    """Migration 2: on PostgreSQL the payload columns are stored as they are (pglz cost CPU and saved
+    nothing), including in a database written at version 1; SQLite records the version all the same."""
+    from mlwatch.collector.sql_store import SqlStore
+
+    store = open_store(db_url)
+    assert isinstance(store, SqlStore)
+    try:
+        if store.dialect.name != "postgresql":
+            assert store.schema_version() == 2
+            return
+        storage = "SELECT attrelid::regclass::text, attstorage FROM pg_attribute WHERE attname = 'payload' AND attrelid::regclass::text IN ('profiles', 'rollups', 'model_references')"
+        assert sorted(store._rows(storage)) == [("model_references", "e"), ("profiles", "e"), ("rollups", "e")]
+        with store._tx():  # back to a version-1 database: the default storage, version 2 not applied
+            for table in ("profiles", "rollups", "model_references"):
+                store._execute(f"ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTENDED")
+            store._execute("DELETE FROM schema_version WHERE version = 2")
+    finally:
+        store.close()
+    upgraded = open_store(db_url)
+    assert isinstance(upgraded, SqlStore)
+    try:
+        assert upgraded.schema_version() == 2
+        assert {s for _, s in upgraded._rows(storage)} == {"e"}
+    finally:
+        upgraded.close()
+
+
 def test_newer_schema_is_refused(store: Store, db_url: str) -> None:
     """A database written by a newer mlwatch is not misread."""
     from mlwatch.collector.sql_store import SqlStore
