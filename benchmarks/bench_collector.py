@@ -46,7 +46,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import mlwatch
+from benchmarks._harness import wait_for_quiet
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.server import build_server
 
@@ -280,7 +284,11 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     parser.add_argument("--windows", type=int, default=None, help="windows in the day (default 1440, quick 120)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--postgres", default=os.environ.get("MLWATCH_TEST_POSTGRES_DSN"), help="PostgreSQL DSN (else SQLite only)")
+    parser.add_argument("--max-load", type=float, default=1.0, help="wait for the 1-minute load to drop below this first")
+    parser.add_argument("--max-wait", type=float, default=180.0, help="seconds to wait for that at most (0: do not wait)")
     args = parser.parse_args(argv)
+    if args.max_wait > 0 and not args.quick:
+        wait_for_quiet(args.max_load, args.max_wait, log=log)
     n_profiles = args.profiles or (200 if args.quick else 2000)
     n_windows = args.windows or (120 if args.quick else 1440)
     log(f"mlwatch collector benchmark (load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs)")
