@@ -200,7 +200,10 @@ class _Reader:
         if value is None and optional:
             return math.nan
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a JSON integer beyond float range
+                raise ProfileFormatError(f"{where}: field {key!r} is beyond the float range") from None
         if isinstance(value, str) and value in ("inf", "-inf", "nan"):
             return float(value)
         raise ProfileFormatError(f"{where}: field {key!r} must be a number, got {value!r}")
@@ -441,6 +444,11 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
         return _profile_from_header(header, blob, lim, None)
 
 
+#: Window bounds are epoch seconds: anything this large (or inf, NaN, or a JSON integer beyond float
+#: range, which math.isfinite would raise OverflowError on) is not one.
+_WINDOW_LIMIT = 1e15
+
+
 def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimits, extremes: _Extremes | None) -> Profile:
     r = _Reader(blob, lim, extremes)
     model = r.str_(header, "model", "profile")
@@ -450,8 +458,8 @@ def _profile_from_header(header: dict[str, Any], blob: memoryview, lim: WireLimi
         raise ProfileFormatError("profile: 'segment' must be an object of strings")
     ws, we = header.get("window_start"), header.get("window_end")
     for key, w in (("window_start", ws), ("window_end", we)):
-        if w is not None and (type(w) not in (int, float) or not math.isfinite(w)):
-            raise ProfileFormatError(f"profile: {key!r} must be a finite number or null")
+        if w is not None and (type(w) not in (int, float) or not -_WINDOW_LIMIT < w < _WINDOW_LIMIT):
+            raise ProfileFormatError(f"profile: {key!r} must be epoch seconds (a finite number below 1e15 in magnitude) or null")
     p = Profile(
         model,
         version=r.str_(header, "version", "profile", optional=True),

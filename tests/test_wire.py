@@ -135,6 +135,16 @@ def test_header_inconsistencies_rejected_behind_a_valid_checksum() -> None:
     h["columns"][1]["n_categorical"] += 1  # type: ignore[index]
     h["columns"][1]["count"] += 1  # type: ignore[index]
     cases.append((h, blob, "category sketch weight"))
+    h = json.loads(json.dumps(header))
+    h["window_start"] = 10**400  # a JSON integer beyond float range: not an OverflowError
+    cases.append((h, blob, "'window_start' must be epoch seconds"))
+    h = json.loads(json.dumps(header))
+    h["window_end"] = 1e300
+    cases.append((h, blob, "'window_end' must be epoch seconds"))
+    h = json.loads(json.dumps(header))
+    numeric = next(c["numeric"] for c in h["columns"] if c.get("numeric"))  # type: ignore[attr-defined]
+    numeric["mean"] = 10**400
+    cases.append((h, blob, "'mean' is beyond the float range"))
     for header_case, blob_case, message in cases:
         with pytest.raises(ProfileFormatError, match=message):
             mlwatch.Profile.from_bytes(_join(header_case, blob_case))
