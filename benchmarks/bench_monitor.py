@@ -65,6 +65,19 @@ def _median(fn: Callable[[], tuple[float, float]], reps: int) -> tuple[float, fl
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
+def _otel_latency(duration: Any) -> Callable[[dict[str, Any]], float]:
+    """The OTel SDK baseline: the call timed and one histogram point recorded, with one attribute."""
+    attrs = {"model": "m"}
+
+    def otel_latency(features: dict[str, Any]) -> float:
+        t = time.perf_counter()
+        r = _predict(features)
+        duration.record(time.perf_counter() - t, attrs)
+        return r
+
+    return otel_latency
+
+
 def _baselines(n: int, reps: int) -> dict[str, float]:
     out: dict[str, float] = {}
     out["bare call"] = _median(lambda: _cpu_per_call(_predict, n), reps)[1]
@@ -90,11 +103,7 @@ def _baselines(n: int, reps: int) -> dict[str, float]:
     feature_hists = {k: meter.create_histogram(f"feature.{k}") for k in FEATURES if k.startswith("num")}
     attrs = {"model": "m"}
 
-    def otel_latency(features: dict[str, Any]) -> float:
-        t = time.perf_counter()
-        r = _predict(features)
-        duration.record(time.perf_counter() - t, attrs)
-        return r
+    otel_latency = _otel_latency(duration)
 
     def otel_features(features: dict[str, Any]) -> float:
         t = time.perf_counter()
@@ -170,15 +179,7 @@ def _paired(n: int, reps: int) -> dict[str, float]:
     from prometheus_client import CollectorRegistry, Histogram
 
     prom = Histogram("paired_seconds", "latency", registry=CollectorRegistry()).time()(_predict)
-    duration = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("paired").create_histogram("d", unit="s")
-    attrs = {"model": "m"}
-
-    def otel(features: dict[str, Any]) -> float:
-        t = time.perf_counter()
-        r = _predict(features)
-        duration.record(time.perf_counter() - t, attrs)
-        return r
-
+    otel = _otel_latency(MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("paired").create_histogram("d", unit="s"))
     monitored = mlwatch.monitor(model="bench_paired")(_predict)
     queue = monitored.__mlwatch_recorder__.queue  # type: ignore[attr-defined]
     old_batch, old_interval = RUNTIME.batch_size, RUNTIME.settings.flush_interval
