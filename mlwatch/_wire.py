@@ -436,11 +436,14 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
     blob = body[_PREFIX.size + head_len :]
     if version < 2 and "quality" in header:
         raise ProfileFormatError("profile format version 1 cannot carry a 'quality' part")
+    extremes = _Extremes()
     try:
-        return _profile_from_header(header, blob, lim, _Extremes())
+        return _profile_from_header(header, blob, lim, extremes)
     except Exception:
-        # Some check failed: read again with every check in header order, so that what is raised
-        # is what that order meets first, as if the extreme values had not been checked in a batch.
+        if not extremes.blocks:  # no check was deferred before the one that failed: it is the first
+            raise
+        # Read again with every check in header order, so that what is raised is what that order
+        # meets first, as if the extreme values had not been checked in a batch.
         return _profile_from_header(header, blob, lim, None)
 
 
