@@ -36,6 +36,7 @@ __all__ = [
     "render_markdown",
     "render_text",
     "tracemalloc_peak",
+    "tree_cpu_seconds",
     "wait_for_quiet",
     "write_results",
 ]
@@ -172,6 +173,38 @@ def measure(
 
 
 # --------------------------------------------------------------------------- machine
+def tree_cpu_seconds(root: int | None = None) -> float:
+    """CPU time (user + system, with reaped children's) of `root` and every live descendant, from /proc.
+
+    A process's threads are in its own figure; its helpers (a collector's ingest worker, Spark's JVM
+    and the Python workers its daemon forks and reaps) in its descendants'. 0.0 where /proc is absent.
+    """
+    root = os.getpid() if root is None else root
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
 def load_average() -> tuple[float, float, float]:
     try:
         return os.getloadavg()

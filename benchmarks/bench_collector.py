@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a file: make the `benchmarks` package im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlwatch
-from benchmarks._harness import wait_for_quiet
+from benchmarks._harness import tree_cpu_seconds, wait_for_quiet
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.server import build_server
 
@@ -123,21 +123,6 @@ def _post(client: httpx.Client, body: bytes) -> None:
     r = client.post("/v1/logs", content=body, headers={"content-type": "application/x-protobuf"})
     if r.status_code != 200 or r.content:
         raise RuntimeError(f"ingest failed: {r.status_code} {r.text[:200]}")
-
-
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process `pid` and all its descendants (Linux /proc)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 class _CollectorProcess:
@@ -215,12 +200,12 @@ def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients:
                             return
 
             senders = [threading.Thread(target=send) for _ in range(clients)]
-            c0, t0 = _tree_cpu(collector.proc.pid), time.perf_counter()
+            c0, t0 = tree_cpu_seconds(collector.proc.pid), time.perf_counter()
             for t in senders:
                 t.start()
             for t in senders:
                 t.join()
-            wall, used = time.perf_counter() - t0, _tree_cpu(collector.proc.pid) - c0
+            wall, used = time.perf_counter() - t0, tree_cpu_seconds(collector.proc.pid) - c0
         finally:
             if before is not None:
                 os.sched_setaffinity(0, before)

@@ -46,7 +46,15 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import load_average, machine_info, render_markdown, render_text, wait_for_quiet, write_results
+from benchmarks._harness import (
+    load_average,
+    machine_info,
+    render_markdown,
+    render_text,
+    tree_cpu_seconds,
+    wait_for_quiet,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -192,25 +200,17 @@ def _start(variant: str, log_dir: Path, prefix: Sequence[str] = ()) -> tuple[sub
 _WRK_COUNT = re.compile(r"^\s*(\d+) requests in ", re.M)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid`, all its threads (Linux /proc), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _wrk(port: int, seconds: int, connections: int, script: Path, prefix: Sequence[str] = (), server_pid: int | None = None) -> dict[str, float]:
     """One wrk run; with `server_pid`, also the server's CPU µs per request (every thread: the app,
     the event loop, mlwatch's aggregator), a figure a shared machine's other jobs barely move."""
     cmd = [*prefix, "wrk", "-t1", f"-c{connections}", f"-d{max(1, seconds)}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/predict"]
-    cpu0 = _cpu_seconds(server_pid) if server_pid is not None else None
+    measure_cpu = server_pid is not None and os.path.isdir("/proc")
+    cpu0 = tree_cpu_seconds(server_pid) if measure_cpu else 0.0
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    cpu1 = _cpu_seconds(server_pid) if server_pid is not None else None
+    cpu1 = tree_cpu_seconds(server_pid) if measure_cpu else 0.0
     out = parse_wrk(done.stdout)
     count = _WRK_COUNT.search(done.stdout)
-    if cpu0 is not None and cpu1 is not None and count is not None and int(count.group(1)):
+    if measure_cpu and count is not None and int(count.group(1)):
         out["cpu_us"] = (cpu1 - cpu0) / int(count.group(1)) * 1e6
     return out
 

@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import mlwatch  # noqa: E402
-from benchmarks._harness import machine_info  # noqa: E402
+from benchmarks._harness import machine_info, tree_cpu_seconds  # noqa: E402
 from mlwatch.profile import Profile  # noqa: E402
 
 __all__ = ["main", "make_bodies"]
@@ -101,38 +101,6 @@ def write_rows(bodies: Sequence[bytes], out_dir: str, per_file: int) -> None:
             rows.extend(dict(r) for r in decoded[body])
         batch = ms._arrow_rows(rows, schema)
         pq.write_table(pa.Table.from_batches([batch]), f"{out_dir}/part-{part:05d}.parquet", row_group_size=4200)
-
-
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """CPU time (user + system, with reaped children's) of `root` and every live descendant, from /proc.
-
-    Spark's work runs in the JVM (a child of this process) and in Python workers (children of the
-    JVM's daemon, reaped by it), so this covers the whole job; 0.0 where /proc is absent.
-    """
-    root = os.getpid() if root is None else root
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(entry)
-        parent[pid] = int(fields[1])
-        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return sum(cpu.get(pid, 0.0) for pid in tree)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
