@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "measure",
     "render_markdown",
     "render_text",
+    "split_cpus",
     "tracemalloc_peak",
     "tree_cpu_seconds",
     "wait_for_quiet",
@@ -173,6 +175,15 @@ def measure(
 
 
 # --------------------------------------------------------------------------- machine
+def split_cpus() -> tuple[int, list[int]] | None:
+    """(the last CPU, the others) of this process's affinity, for pinning a server apart from its
+    load generator with taskset; None with fewer than two CPUs or without taskset."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return None
+    return cpus[-1], cpus[:-1]
+
+
 def tree_cpu_seconds(root: int | None = None) -> float:
     """CPU time (user + system, with reaped children's) of `root` and every live descendant, from /proc.
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ if __package__ in (None, ""):  # run as a file: make the `benchmarks` package im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlwatch
-from benchmarks._harness import tree_cpu_seconds, wait_for_quiet
+from benchmarks._harness import split_cpus, tree_cpu_seconds, wait_for_quiet
 from mlwatch.collector.config import CollectorConfig
 from mlwatch.collector.server import build_server
 
@@ -160,20 +159,13 @@ class _CollectorProcess:
             self.proc.kill()
 
 
-def _pinning() -> tuple[int | None, set[int] | None]:
-    """(the collector's CPU, the senders' CPUs): the last CPU for the collector, the others for the senders."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cpus) < 2 or shutil.which("taskset") is None:
-        return None, None
-    return cpus[-1], set(cpus[:-1])
-
-
 def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients: int, pin: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Profiles/s through a collector process (on one CPU when `pin`), from `clients` concurrent senders
     (a fleet: each its own instance), and the collector's CPU (server + worker) per profile."""
     payloads = _encode(_profile(n_features, 500, seed=n_features), [60.0 * i for i in range(n_profiles)])
     bodies = [_otlp(payloads[i : i + batch], f"i-{(i // batch) % clients}") for i in range(0, n_profiles, batch)]
-    cpu, sender_cpus = _pinning() if pin else (None, None)
+    split = split_cpus() if pin else None
+    cpu, sender_cpus = (split[0], set(split[1])) if split is not None else (None, None)
     before = os.sched_getaffinity(0) if sender_cpus else None
     with _CollectorProcess(db, cpu, clients) as collector:
         url = f"http://127.0.0.1:{collector.port}"

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -51,6 +50,7 @@ from benchmarks._harness import (
     machine_info,
     render_markdown,
     render_text,
+    split_cpus,
     tree_cpu_seconds,
     wait_for_quiet,
     write_results,
@@ -167,11 +167,11 @@ def _free_port() -> int:
 
 def _pinning(pin: bool) -> tuple[list[str], list[str]]:
     """Command prefixes putting the servers on the last CPU and wrk on the others (when possible)."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
+    split = split_cpus() if pin else None
+    if split is None:
         return [], []
-    rest = ",".join(map(str, cpus[:-1]))
-    return ["taskset", "-c", str(cpus[-1])], ["taskset", "-c", rest]
+    server, rest = split
+    return ["taskset", "-c", str(server)], ["taskset", "-c", ",".join(map(str, rest))]
 
 
 def _start(variant: str, log_dir: Path, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], int]:
