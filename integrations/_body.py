@@ -9,7 +9,11 @@ objects) is skipped.
 
 Why: parsing JSON on the request path would add its cost to every model-route request. Raw
 ``bytes`` also take the recorder's cheapest path (immutable: kept by reference, no copy), and the
-model route's recorder parses a whole batch at once before the generic aggregation. A body that
+model route's recorder parses a whole batch at once before the generic aggregation. Parsing is
+most of that aggregation's cost, so it uses orjson when installed (the ``fastapi`` and ``flask``
+extras install it; 3-5x faster on small bodies), with the standard library deciding whatever
+orjson refuses (see `mlwatch._json`): the answer is what ``json.loads`` gives, except that
+integers beyond 64 bits may come out as floats (as every number is profiled anyway). A body that
 is not a JSON object becomes no features, counted under
 ``mlwatch.health()["dropped"]["http_body_not_json"]``; the call itself still counts.
 """
@@ -17,12 +21,14 @@ is not a JSON object becomes no features, counted under
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from mlwatch._health import HEALTH
+from mlwatch._json import fast_loads as _fast_loads
 
-__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten", "json_fields", "json_value"]
+__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten", "json_fields", "json_rows", "json_value"]
 
 #: Arrays of scalars longer than this are skipped (a feature per index would explode the columns).
 MAX_ARRAY_ITEMS = 64
@@ -34,6 +40,8 @@ _SCALAR_SET = frozenset(_SCALARS)
 #: Python frames and two regular-expression matches, which cost as much again as the scan.
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, not in typeshed
 _JSON_SPACE = " \t\n\r"
+
+
 
 
 class BodyBuffer:
@@ -89,6 +97,11 @@ def flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 def json_value(raw: bytes) -> Any:
     """The parsed JSON document, or None when `raw` is not JSON (as ``json.loads`` decides). Never raises."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(raw)
+        except Exception:  # not JSON, or JSON orjson refuses (NaN, integers over 64 bits, lone surrogates): the standard library decides
+            pass
     try:
         text = raw.decode("utf-8")
         start = len(text) - len(text.lstrip(_JSON_SPACE)) if text[:1] in _JSON_SPACE else 0
@@ -111,3 +124,21 @@ def json_fields(raw: bytes, *, count: bool = True) -> dict[str, Any]:
     elif count:
         HEALTH.count_dropped("http_body_not_json")
     return fields
+
+
+def json_rows(raws: Sequence[bytes], *, count: bool = True) -> list[dict[str, Any]]:
+    """`json_fields` of each of `raws`, in a few C passes over the batch when orjson reads every one
+    of them as a flat JSON object (the common case: one model's requests look alike)."""
+    if _fast_loads is not None and raws:
+        try:
+            parsed = list(map(_fast_loads, raws))
+        except Exception:  # one of them is not JSON orjson reads: each is parsed (and counted) alone
+            parsed = []
+        if (
+            parsed
+            and set(map(type, parsed)) == {dict}
+            and max(map(len, parsed)) <= MAX_FIELDS
+            and _SCALAR_SET.issuperset(map(type, chain.from_iterable(map(dict.values, parsed))))
+        ):
+            return parsed
+    return [json_fields(raw, count=count) for raw in raws]

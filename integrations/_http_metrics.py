@@ -77,7 +77,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from mlwatch._errors import ConfigError
-from mlwatch._extract import Binding, CallInputs, apply_rows
+from mlwatch._extract import Binding
 from mlwatch._gil import offer
 from mlwatch._health import HEALTH, logger
 from mlwatch._otel_metrics import Attrs, Distribution, MetricSpec, add_live, add_view
@@ -87,7 +87,7 @@ from mlwatch.outcomes import REQUEST_CALLS, PendingPrediction, RequestCalls, new
 from mlwatch.profile import Profile
 from mlwatch.profiling import update_profile_batches
 
-from ._body import BodyBuffer, json_fields, json_value
+from ._body import BodyBuffer, json_fields, json_rows, json_value
 
 __all__ = [
     "ACTIVE_REQUESTS",
@@ -424,27 +424,23 @@ class ModelRecorder(Recorder):
         _in_slices(records, lambda part: self._aggregate(part, wall_offset_ns))
 
     def _aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
+        kept = [rec for rec in records if rec[6]]  # sampled out: counted, nothing kept
+        inputs = iter(json_rows([rec[2] for rec in kept if rec[2]]))
+        outputs = iter(json_rows([rec[4] for rec in kept if type(rec[4]) is bytes and rec[4]]))
         parsed: list[Record] = []
         append = parsed.append
-        for rec in records:
-            if not rec[6]:  # sampled out: counted, nothing kept
+        for rec in records:  # in order: the generic aggregation reads the windows from the first and last
+            if not rec[6]:
                 append(rec)
                 continue
-            body, result = rec[2], rec[4]
+            result = rec[4]
             if type(result) is bytes:
-                result = json_fields(result) if result else None
-            if body:  # one dict argument: the generic aggregation's fast path
-                append((rec[0], rec[1], json_fields(body), None, result, rec[5], ONE_ARG))
+                result = next(outputs) if result else None
+            if rec[2]:  # one dict argument: the generic aggregation's fast path
+                append((rec[0], rec[1], next(inputs), None, result, rec[5], ONE_ARG))
             else:  # no body kept (none sent, or over the cap): a call without inputs
                 append((rec[0], rec[1], (), None, result, rec[5], ARGS))
         super().aggregate(parsed, wall_offset_ns)
-
-    def _fold(self, prof: Profile, recs: list[Record], inputs: CallInputs | None) -> None:
-        """The generic fold, but the outputs (flat dicts parsed from JSON) go in as rows at once, not call by call."""
-        outputs = [rec[4] for rec in recs if rec[4] is not None]
-        super()._fold(prof, [(*rec[:4], None, *rec[5:]) for rec in recs] if outputs else recs, inputs)
-        if outputs:
-            apply_rows(prof, outputs, self.output_config, "outputs")
 
 
 class ModelRoute:

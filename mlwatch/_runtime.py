@@ -275,6 +275,8 @@ class Recorder:
             scalars = list(kept) if type(None) not in kinds else [r for r in kept if r is not None]
             if scalars:
                 out_batches.append({PREDICTION: scalars})
+        elif kinds <= _DICT_OR_NONE and all(dicts := [r for r in kept if r is not None]) and _all_row_dicts(dicts):
+            out_rows = dicts  # dicts of named outputs (as split_outputs reads them, without a call each)
         else:
             for r in kept:
                 split_outputs(r, out_rows, out_batches)
@@ -288,9 +290,7 @@ class Recorder:
             # Every dict must be a row (checked cheaply on its first value; see is_row_dict), not just
             # the first call's: a later call may pass a dict of columns.
             # All in C: each dict's first value (None for an empty dict), its type, a set lookup.
-            if set(map(type, firsts)) == {dict} and all(
-                map(_SCALAR_TYPES.__contains__, map(type, map(next, map(iter, map(dict.values, firsts)), repeat(None))))
-            ):
+            if set(map(type, firsts)) == {dict} and _all_row_dicts(firsts):
                 inputs.rows.extend(firsts)
                 return
         binding = self.binding
@@ -331,6 +331,14 @@ class Recorder:
         self.queue.clear()
         self.open = {}
         self._take_drops()
+
+
+_DICT_OR_NONE = frozenset({dict, type(None)})
+
+
+def _all_row_dicts(dicts: list[dict[Any, Any]]) -> bool:
+    """Whether every dict is one row (its first value a scalar: `is_row_dict`'s rule), all in C."""
+    return all(map(_SCALAR_TYPES.__contains__, map(type, map(next, map(iter, map(dict.values, dicts)), repeat(None)))))
 
 
 def _segment_key(segment: Mapping[str, str]) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -173,6 +175,47 @@ def test_pydantic_dataclass_and_dict_outputs() -> None:
         predict2(Row(1.5))
         cap.assert_recorded("t_pyd", features=["amount", "country"], outputs=["label", "score"])
         cap.assert_recorded("t_dc", features=["amount"])
+
+
+def test_dict_outputs_read_in_bulk_as_call_by_call() -> None:
+    """A batch of dict results is read in one pass when every one is a row of named outputs; batches
+    mixing rows with dicts of columns, empty dicts and errors (no result) go call by call. Both
+    give the profile the call-by-call reading gives."""
+    from mlwatch._extract import apply_rows, split_outputs
+    from mlwatch.profiling import ProfileConfig, update_profile_batches
+
+    def expected(results: list[object]) -> mlwatch.Profile:
+        rows: list[dict[str, object]] = []
+        batches: list[object] = []
+        for r in results:
+            split_outputs(r, rows, batches)
+        prof = mlwatch.Profile("x")
+        apply_rows(prof, rows, ProfileConfig(), "outputs")
+        update_profile_batches(prof, batches, ProfileConfig(), section="outputs")
+        return prof
+
+    shapes: dict[str, list[object]] = {
+        "rows": [{"label": "a" if i % 3 else "b", "score": i / 10} for i in range(50)] + [None, None],
+        "mixed": [{"score": 0.5}, {"score": [0.1, 0.2]}, {}, None, {"score": 0.7, "label": "x"}],
+    }
+    for name, results in shapes.items():
+        @mlwatch.monitor(model=f"t_dict_out_{name}")
+        def predict(it: Iterator[object]) -> object:
+            r = next(it)
+            if r is None:
+                raise ValueError("no result")
+            return r
+
+        with capture() as cap:
+            it = iter(results)
+            for _ in results:
+                with contextlib.suppress(ValueError):
+                    predict(it)
+            got = cap.merged(f"t_dict_out_{name}")
+        want = expected(results)
+        assert set(got.outputs) == set(want.outputs), name
+        for col, prof in want.outputs.items():
+            assert got.outputs[col].summary() == prof.summary(), (name, col)
 
 
 def test_inputs_and_exclude_select_features() -> None:

@@ -111,7 +111,29 @@ def test_envelope_errors(mutate: object, message: str) -> None:
         mlwatch.Profile.from_bytes(mutate(data))  # type: ignore[operator]
 
 
-def test_header_inconsistencies_rejected_behind_a_valid_checksum() -> None:
+@pytest.fixture(params=["orjson", "stdlib"])
+def header_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Headers parsed by orjson (when installed; the standard library decides what it refuses) or by the standard library alone."""
+    import mlwatch._wire
+
+    if request.param == "orjson":
+        pytest.importorskip("orjson")
+        assert mlwatch._wire.fast_loads is not None
+    else:
+        monkeypatch.setattr(mlwatch._wire, "fast_loads", None)
+    return str(request.param)
+
+
+def test_both_header_parsers_read_the_same_profile(header_parser: str) -> None:
+    p = _sample()
+    assert mlwatch.Profile.from_bytes(p.to_bytes()).to_bytes() == p.to_bytes()
+    header, blob = _split(p.to_bytes())
+    header["window_start"] = float("nan")  # NaN: orjson refuses it, the standard library reads it, the check names it
+    with pytest.raises(ProfileFormatError, match="'window_start' must be epoch seconds"):
+        mlwatch.Profile.from_bytes(_join(header, blob))
+
+
+def test_header_inconsistencies_rejected_behind_a_valid_checksum(header_parser: str) -> None:
     """With the checksum recomputed, the header's own checks still catch lies."""
     header, blob = _split(_sample().to_bytes())
     cases: list[tuple[dict[str, object], bytes, str]] = []

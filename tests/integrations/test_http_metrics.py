@@ -179,15 +179,26 @@ def test_json_fields_flatten_and_never_raise() -> None:
     assert mlwatch.health()["dropped"].get("http_body_not_json", 0) - before == 4
 
 
-def test_json_value_decides_as_the_standard_library() -> None:
-    """The direct C-scanner parse gives what json.loads gives (None where it raises), on odd and mutated inputs."""
+@pytest.mark.parametrize("parser", ["orjson", "stdlib"])
+def test_json_value_decides_as_the_standard_library(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson (when installed) with the standard library deciding what it refuses, and the direct C-scanner
+    parse alone, each give what json.loads gives (None where it raises), on odd and mutated inputs."""
     import random
 
+    from mlwatch.integrations import _body
     from mlwatch.integrations._body import json_value
 
+    if parser == "orjson":
+        pytest.importorskip("orjson")
+        assert _body._fast_loads is not None
+    else:
+        monkeypatch.setattr(_body, "_fast_loads", None)
     cases = [
         b"", b" ", b"{}", b' {"a": 1} ', b'{"a":1} x', b"[1,2]", b" 3 \n", b'"x"', b"\xff", b'{"a": NaN}', b'{"a": 1e400}',
         b'\t{"b": [1, {"c": null}]}\r\n', b'{"a":1}{"b":2}', b"nul", b"true ", b'{"\\ud800": 1}', b"[" * 5000 + b"]" * 5000,
+        b'{"a": 1, "a": 2, "b": 3}', b'{"big": 123456789012345678901234567890, "neg": -9223372036854775809}', b"-0.0",
+        b'{"x": 1.7976931348623157e308, "y": 5e-324, "z": 0.1}', b'"\\u00e9\xc3\xa9"', b"\xef\xbb\xbf{}", b'{"a": Infinity}',
+        b'{"t": "tab\there"}', b"[" * 1100 + b"]" * 1100,
     ]
     rng = random.Random(11)
     for _ in range(2000):
@@ -195,12 +206,45 @@ def test_json_value_decides_as_the_standard_library() -> None:
         for _ in range(rng.randint(1, 3)):
             body[rng.randrange(len(body))] = rng.randrange(256)
         cases.append(bytes(body))
+
+    def parse_int(literal: str) -> int | float:  # orjson reads integers beyond 64 bits as floats (numbers are profiled as floats anyway)
+        value = int(literal)
+        return value if parser == "stdlib" or -(2**63) <= value < 2**64 else float(literal)
+
     for raw in cases:
         try:
-            expected = json.loads(raw.decode("utf-8"))
+            expected = json.loads(raw.decode("utf-8"), parse_int=parse_int)
         except (ValueError, RecursionError):
             expected = None
         assert repr(json_value(raw)) == repr(expected), raw
+
+
+@pytest.mark.parametrize("parser", ["orjson", "stdlib"])
+def test_json_rows_reads_a_batch_as_json_fields_reads_each_body(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch reading (a few passes when every body is a flat object) gives json_fields' answer for
+    each body, and counts the bodies that are not JSON objects once each."""
+    import random
+
+    from mlwatch.integrations import _body
+    from mlwatch.integrations._body import json_rows
+
+    if parser == "orjson":
+        pytest.importorskip("orjson")
+    else:
+        monkeypatch.setattr(_body, "_fast_loads", None)
+    flat = [b'{"a": 1, "b": "x"}', b'{"a": 2.5, "c": null, "d": true}', b"{}", b'{"a": 1, "a": 2}']
+    odd = [b'{"n": {"m": 1}}', b'{"l": [1, 2]}', b"[1]", b"{bad", b'{"a": NaN}', b"3", b'{"big": 123456789012345678901}']
+    rng = random.Random(5)
+    batches = [flat, flat * 3, []] + [rng.choices(flat + odd, k=rng.randint(1, 8)) for _ in range(200)]
+    for batch in batches:
+        before = mlwatch.health()["dropped"].get("http_body_not_json", 0)
+        got = json_rows(batch)
+        counted = mlwatch.health()["dropped"].get("http_body_not_json", 0) - before
+        with monkeypatch.context() as m:
+            m.setattr(_body, "_fast_loads", _body._fast_loads if parser == "orjson" else None)
+            want = [json_fields(raw, count=False) for raw in batch]
+        assert repr(got) == repr(want), batch
+        assert counted == sum(1 for raw in batch if raw in (b"[1]", b"{bad", b"3")), batch
 
 
 def test_body_buffer_keeps_nothing_past_its_cap() -> None:
