@@ -275,9 +275,11 @@ class PathFilter:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
-#: Records per aggregation pass. Its per-record loops (JSON parsing, grouping) offer the GIL only
-#: between slices (about 2 ms of work on this machine); its column folds also offer between columns.
-SLICE = 256
+#: Records per aggregation pass. Its per-record loops (grouping, reading bodies) offer the GIL between
+#: steps (under a millisecond of work each on this machine) and its column folds between columns;
+#: larger slices spread the per-pass costs thinner (1,024 instead of 256: 4 % fewer instructions
+#: per request in `benchmarks/bench_http_instructions.py`).
+SLICE = 1024
 
 
 def _in_slices(records: list[Record], work: Callable[[list[Record]], None]) -> None:
@@ -426,7 +428,9 @@ class ModelRecorder(Recorder):
     def _aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
         kept = [rec for rec in records if rec[6]]  # sampled out: counted, nothing kept
         inputs = iter(json_rows([rec[2] for rec in kept if rec[2]]))
+        offer()
         outputs = iter(json_rows([rec[4] for rec in kept if type(rec[4]) is bytes and rec[4]]))
+        offer()
         parsed: list[Record] = []
         append = parsed.append
         for rec in records:  # in order: the generic aggregation reads the windows from the first and last
