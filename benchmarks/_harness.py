@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -20,13 +21,15 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
     "Timing",
+    "callgrind_args",
+    "callgrind_per_item",
     "fmt_bytes",
     "fmt_per_value",
     "fmt_rate",
@@ -175,6 +178,50 @@ def measure(
 
 
 # --------------------------------------------------------------------------- machine
+def callgrind_args(argv: Sequence[str] | None, doc: str | None, variants: Sequence[str]) -> Any:
+    """The command line of a callgrind benchmark: ``--python`` (the real binary, not a shim) and ``--variants``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", default=os.path.realpath(sys.executable), help="interpreter to run (the real binary, not a shim)")
+    ap.add_argument("--variants", nargs="*", default=list(variants), choices=variants)
+    return ap.parse_args(argv)
+
+
+def callgrind_per_item(python: str, child_source: str, loops: Mapping[str, tuple[int, int]], unit: str) -> dict[str, int]:
+    """Instructions per item of each variant, counted by valgrind's callgrind.
+
+    `child_source` is a script run as ``python script VARIANT N`` that does the same start-up and then
+    N items; each variant runs twice, with `loops[variant]` = (short N, long N), under a fixed
+    ``PYTHONHASHSEED``, and the difference over the extra items is the cost of one. Prints each
+    figure as it comes, "per `unit`"; exits when valgrind is missing.
+    """
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlwatch_callgrind_{os.getpid()}.py"
+    script.write_text(child_source)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+
+    def count(variant: str, n: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, str(script), variant, str(n)],
+            capture_output=True, text=True, env=env, check=True,
+        )
+        match = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
+        if match is None:
+            raise RuntimeError(f"no callgrind total for {variant}: {out.stderr[-500:]}")
+        return int(match.group(1))
+
+    per_item: dict[str, int] = {}
+    try:
+        for variant, (short, long) in loops.items():
+            per_item[variant] = (count(variant, long) - count(variant, short)) // (long - short)
+            print(f"{variant:>10}: {per_item[variant]:>10,} instructions per {unit}", flush=True)
+    finally:
+        script.unlink(missing_ok=True)
+    return per_item
+
+
 def split_cpus() -> tuple[int, list[int]] | None:
     """(the last CPU, the others) of this process's affinity, for pinning a server apart from its
     load generator with taskset; None with fewer than two CPUs or without taskset."""

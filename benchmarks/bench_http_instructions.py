@@ -22,13 +22,13 @@ Instructions are not nanoseconds (a cache miss costs many): a proxy for CPU cost
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import callgrind_args, callgrind_per_item
 
 VARIANTS = ("bare", "path", "total", "otel")
 #: (short, long) loop lengths: the long loop's extra requests are what is counted. OpenTelemetry's
@@ -88,38 +88,10 @@ run(n)
 '''
 
 
-def _instructions(python: str, script: Path, variant: str, n: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, str(script), variant, str(n)],
-        capture_output=True, text=True, env=env, check=True,
-    )
-    match = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
-    if match is None:
-        raise RuntimeError(f"no callgrind total for {variant}: {out.stderr[-500:]}")
-    return int(match.group(1))
-
-
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", default=os.path.realpath(sys.executable), help="interpreter to run (the real binary, not a shim)")
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
-    args = ap.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
+    args = callgrind_args(argv, __doc__, VARIANTS)
     root = Path(__file__).resolve().parent.parent
-    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlwatch_http_instructions_{os.getpid()}.py"
-    script.write_text(_CHILD.format(root=str(root)))
-    per_request: dict[str, int] = {}
-    try:
-        for v in args.variants:
-            n_short, n_long = _LOOPS[v]
-            short = _instructions(args.python, script, v, n_short)
-            long = _instructions(args.python, script, v, n_long)
-            per_request[v] = (long - short) // (n_long - n_short)
-            print(f"{v:>6}: {per_request[v]:>8,} instructions per request", flush=True)
-    finally:
-        script.unlink(missing_ok=True)
+    per_request = callgrind_per_item(args.python, _CHILD.format(root=str(root)), {v: _LOOPS[v] for v in args.variants}, "request")
     bare = per_request.get("bare")
     if bare is not None:
         for v in ("path", "total", "otel"):

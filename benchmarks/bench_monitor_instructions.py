@@ -19,13 +19,13 @@ Instructions are not nanoseconds (a cache miss costs many), so ratios are a prox
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._harness import callgrind_args, callgrind_per_item
 
 VARIANTS = ("bare", "prometheus", "otel", "hot", "total")
 _SHORT, _LONG = 4096, 36864
@@ -80,37 +80,10 @@ run(n)
 '''
 
 
-def _instructions(python: str, script: Path, variant: str, n: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, str(script), variant, str(n)],
-        capture_output=True, text=True, env=env, check=True,
-    )
-    match = re.search(r"Collected\s*:\s*(\d+)", out.stderr)
-    if match is None:
-        raise RuntimeError(f"no callgrind total for {variant}: {out.stderr[-500:]}")
-    return int(match.group(1))
-
-
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", default=os.path.realpath(sys.executable), help="interpreter to run (the real binary, not a shim)")
-    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
-    args = ap.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
+    args = callgrind_args(argv, __doc__, VARIANTS)
     root = Path(__file__).resolve().parent.parent
-    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlwatch_instructions_{os.getpid()}.py"
-    script.write_text(_CHILD.format(root=str(root)))
-    per_call: dict[str, int] = {}
-    try:
-        for v in args.variants:
-            short = _instructions(args.python, script, v, _SHORT)
-            long = _instructions(args.python, script, v, _LONG)
-            per_call[v] = (long - short) // (_LONG - _SHORT)
-            print(f"{v:>10}: {per_call[v]:>8,} instructions per call", flush=True)
-    finally:
-        script.unlink(missing_ok=True)
+    per_call = callgrind_per_item(args.python, _CHILD.format(root=str(root)), dict.fromkeys(args.variants, (_SHORT, _LONG)), "call")
     prom = per_call.get("prometheus")
     if prom:
         for v in ("hot", "total"):
