@@ -42,8 +42,6 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 _JSON_SPACE = " \t\n\r"
 
 
-
-
 class BodyBuffer:
     """Body chunks up to `cap` bytes; past the cap it keeps nothing and says so (`over`)."""
 
