@@ -72,6 +72,8 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -280,6 +282,9 @@ class PathFilter:
 #: larger slices spread the per-pass costs thinner (1,024 instead of 256: 4 % fewer instructions
 #: per request in `benchmarks/bench_http_instructions.py`).
 SLICE = 1024
+#: A request record's start, and its segment fields: method, route, status, error type, scheme.
+_START = itemgetter(0)
+_SEGMENT_FIELDS = itemgetter(2, 3, 4, 5, 9)
 
 
 def _in_slices(records: list[Record], work: Callable[[list[Record]], None]) -> None:
@@ -342,14 +347,20 @@ class RequestRecorder(Recorder):
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
         groups: dict[tuple[Any, ...], list[HttpRecord]] = {}
-        for rec in records:
-            start = rec[0] + wall_offset_ns
-            key = (start - start % width_ns, rec[2], rec[3], rec[4], rec[5], rec[9])
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [rec]
+        starts = list(map(_START, records))  # not in order: a long request is buffered when it ends
+        first, last = min(starts) + wall_offset_ns, max(starts) + wall_offset_ns
+        window_ns = first - first % width_ns
+        if window_ns == last - last % width_ns:  # the usual case: one window, grouped in C
+            segments = list(map(_SEGMENT_FIELDS, records))
+            if segments.count(segments[0]) == len(segments):  # and one route, status, method: one group
+                groups[(window_ns, *segments[0])] = records
             else:
-                group.append(rec)
+                for rec, segment in zip(records, segments, strict=True):
+                    groups.setdefault((window_ns, *segment), []).append(rec)
+        else:
+            for rec in records:
+                start = rec[0] + wall_offset_ns
+                groups.setdefault((start - start % width_ns, *_SEGMENT_FIELDS(rec)), []).append(rec)
         for (w_ns, method, route, status, error, scheme), recs in groups.items():
             window = w_ns / 1e9
             if window + width <= self.closed_upto:  # its window already went out: count it, keep it
@@ -426,10 +437,24 @@ class ModelRecorder(Recorder):
         _in_slices(records, lambda part: self._aggregate(part, wall_offset_ns))
 
     def _aggregate(self, records: list[Record], wall_offset_ns: int) -> None:
+        starts, durations, bodies, _, answers, errors, kept_flags = zip(*records, strict=True)
+        n = len(records)
+        if kept_flags.count(ONE_ARG) == n and all(bodies):  # the usual case: every call kept, with a body
+            inputs = json_rows(bodies)
+            offer()
+            if answers.count(None) == n:
+                outputs: Iterable[Any] = answers
+            elif all(answers) and set(map(type, answers)) == {bytes}:
+                outputs = json_rows(answers)
+            else:
+                outputs = [json_fields(a) if type(a) is bytes and a else None for a in answers]
+            offer()
+            super().aggregate(list(zip(starts, durations, inputs, repeat(None, n), outputs, errors, kept_flags, strict=True)), wall_offset_ns)
+            return
         kept = [rec for rec in records if rec[6]]  # sampled out: counted, nothing kept
-        inputs = iter(json_rows([rec[2] for rec in kept if rec[2]]))
+        inputs_it = iter(json_rows([rec[2] for rec in kept if rec[2]]))
         offer()
-        outputs = iter(json_rows([rec[4] for rec in kept if type(rec[4]) is bytes and rec[4]]))
+        outputs_it = iter(json_rows([rec[4] for rec in kept if type(rec[4]) is bytes and rec[4]]))
         offer()
         parsed: list[Record] = []
         append = parsed.append
@@ -439,9 +464,9 @@ class ModelRecorder(Recorder):
                 continue
             result = rec[4]
             if type(result) is bytes:
-                result = next(outputs) if result else None
+                result = next(outputs_it) if result else None
             if rec[2]:  # one dict argument: the generic aggregation's fast path
-                append((rec[0], rec[1], next(inputs), None, result, rec[5], ONE_ARG))
+                append((rec[0], rec[1], next(inputs_it), None, result, rec[5], ONE_ARG))
             else:  # no body kept (none sent, or over the cap): a call without inputs
                 append((rec[0], rec[1], (), None, result, rec[5], ARGS))
         super().aggregate(parsed, wall_offset_ns)

@@ -191,12 +191,13 @@ class Recorder:
         """Fold drained records into their windows' profiles, batching per (window, segment)."""
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
-        first, last = records[0][0] + wall_offset_ns, records[-1][0] + wall_offset_ns
-        if first - first % width_ns == last - last % width_ns and last >= first:  # the usual case: one window
+        starts = list(map(_FIRST, records))  # the calls' starts, not in order: a long call is buffered when it ends
+        first, last = min(starts) + wall_offset_ns, max(starts) + wall_offset_ns
+        if first - first % width_ns == last - last % width_ns:  # the usual case: one window
             by_window: dict[int, list[Record]] = {first - first % width_ns: records}
         else:
-            starts = np.array(list(map(_FIRST, records)), dtype=np.int64) + wall_offset_ns
-            windows = starts - starts % width_ns
+            at = np.array(starts, dtype=np.int64) + wall_offset_ns
+            windows = at - at % width_ns
             by_window = {}
             for w, rec in zip(windows.tolist(), records, strict=True):
                 by_window.setdefault(w, []).append(rec)

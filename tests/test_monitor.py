@@ -525,3 +525,22 @@ def test_dict_of_columns_after_dict_rows() -> None:
         f({"a": [2.0, 3.0, 4.0]})
         col = cap.merged("t_mixed_dicts").columns["a"]
     assert col.count == 4 and col.n_numeric == 4 and col.n_other == 0
+
+
+def test_a_call_counts_in_the_window_it_started_in_whatever_the_buffer_order() -> None:
+    """Calls are buffered when they end, so a long call that started in the previous window can sit
+    between two calls of the next one; it still counts in the window it started in."""
+    import time
+
+    @mlwatch.monitor(model="t_window_order")
+    def predict(x: float) -> float:
+        return x
+
+    recorder = predict.__mlwatch_recorder__  # type: ignore[attr-defined]
+    with capture() as cap:
+        offset = time.time_ns() - time.perf_counter_ns()
+        boundary = (time.time_ns() // 60_000_000_000) * 60_000_000_000  # the current minute window's start
+        for wall in (boundary + 10 * 10**9, boundary - 10 * 10**9, boundary + 20 * 10**9):
+            recorder.record(wall - offset, 1_000_000, (1.0,), None, 1.0, None)
+        calls = {p.window_start: p.calls for p in cap.profiles("t_window_order")}
+    assert calls == {boundary / 1e9 - 60: 1, boundary / 1e9: 2}

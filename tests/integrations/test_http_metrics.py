@@ -257,3 +257,26 @@ def test_body_buffer_keeps_nothing_past_its_cap() -> None:
     buf.add(b" " * 10)
     assert buf.over and buf.raw() is None
     assert BodyBuffer(10).raw() is None
+
+
+def test_a_request_counts_in_the_window_it_started_in_whatever_the_buffer_order() -> None:
+    """Requests are buffered when they end; a long one that started in the previous window still counts there,
+    and requests of one window group by route and status."""
+    import time
+
+    from mlwatch.integrations.asgi import MlwatchASGIMiddleware
+    from mlwatch.testing import capture
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    with capture() as cap:
+        record = MlwatchASGIMiddleware(app, http_model="t_http_window_order").telemetry.record
+        assert record is not None
+        offset = time.time_ns() - time.perf_counter_ns()
+        boundary = (time.time_ns() // 60_000_000_000) * 60_000_000_000
+        for wall, status in ((boundary + 10 * 10**9, 200), (boundary - 10 * 10**9, 200), (boundary + 20 * 10**9, 404), (boundary + 30 * 10**9, 200)):
+            record(wall - offset, 1_000_000, "GET", "/items/{id}", status, None, 0, 10, 1, "http")
+        calls = {(p.window_start, p.segment["http.response.status_code"]): p.calls for p in cap.profiles("t_http_window_order")}
+    start = boundary / 1e9
+    assert calls == {(start - 60, "200"): 1, (start, "200"): 2, (start, "404"): 1}
