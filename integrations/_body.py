@@ -25,15 +25,18 @@ from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any
 
+from mlwatch._gil import offer
 from mlwatch._health import HEALTH
 from mlwatch._json import fast_loads as _fast_loads
 
-__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "flatten", "json_fields", "json_rows", "json_value"]
+__all__ = ["BodyBuffer", "MAX_ARRAY_ITEMS", "MAX_FIELDS", "PARSE_BYTES", "flatten", "json_fields", "json_rows", "json_value"]
 
 #: Arrays of scalars longer than this are skipped (a feature per index would explode the columns).
 MAX_ARRAY_ITEMS = 64
 #: Features taken from one body at most; the rest are dropped (bounded work per request).
 MAX_FIELDS = 256
+#: Body bytes parsed between two offers of the GIL by `json_rows` (see `mlwatch._gil`).
+PARSE_BYTES = 128 * 1024
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_SET = frozenset(_SCALARS)
 #: The standard library's C scanner, called directly: `json.JSONDecoder.decode` wraps it in two
@@ -113,7 +116,10 @@ def json_value(raw: bytes) -> Any:
 
 def json_fields(raw: bytes, *, count: bool = True) -> dict[str, Any]:
     """The features of a JSON object body (flattened, bounded); {} (counted unless `count` is False) for anything else. Never raises."""
-    parsed = json_value(raw)
+    return _fields(json_value(raw), count)
+
+
+def _fields(parsed: Any, count: bool) -> dict[str, Any]:
     if type(parsed) is dict and len(parsed) <= MAX_FIELDS and all(map(_SCALAR_SET.__contains__, map(type, parsed.values()))):
         return parsed  # the common case: a flat object, used as it is
     fields: dict[str, Any] = {}
@@ -125,18 +131,35 @@ def json_fields(raw: bytes, *, count: bool = True) -> dict[str, Any]:
 
 
 def json_rows(raws: Sequence[bytes], *, count: bool = True) -> list[dict[str, Any]]:
-    """`json_fields` of each of `raws`, in a few C passes over the batch when orjson reads every one
-    of them as a flat JSON object (the common case: one model's requests look alike)."""
+    """`json_fields` of each of `raws`, a part of at most `PARSE_BYTES` at a time with the GIL offered
+    in between (orjson holds it while it parses, a 64 KiB body for a millisecond or so)."""
+    if sum(map(len, raws)) <= PARSE_BYTES:
+        return _rows(raws, count)
+    out: list[dict[str, Any]] = []
+    start = size = 0
+    for i, raw in enumerate(raws):
+        size += len(raw)
+        if size >= PARSE_BYTES or i == len(raws) - 1:
+            if start:
+                offer()
+            out.extend(_rows(raws[start : i + 1], count))
+            start, size = i + 1, 0
+    return out
+
+
+def _rows(raws: Sequence[bytes], count: bool) -> list[dict[str, Any]]:
+    """`json_fields` of each body: in a few C passes when orjson reads every one of them as a flat
+    JSON object (the common case: one model's requests look alike), else body by body."""
     if _fast_loads is not None and raws:
         try:
             parsed = list(map(_fast_loads, raws))
         except Exception:  # one of them is not JSON orjson reads: each is parsed (and counted) alone
-            parsed = []
+            return [json_fields(raw, count=count) for raw in raws]
         if (
-            parsed
-            and set(map(type, parsed)) == {dict}
+            set(map(type, parsed)) == {dict}
             and max(map(len, parsed)) <= MAX_FIELDS
             and _SCALAR_SET.issuperset(map(type, chain.from_iterable(map(dict.values, parsed))))
         ):
             return parsed
+        return [_fields(doc, count) for doc in parsed]  # what orjson read is what json_value gives
     return [json_fields(raw, count=count) for raw in raws]

@@ -177,7 +177,7 @@ def test_pydantic_dataclass_and_dict_outputs() -> None:
         cap.assert_recorded("t_dc", features=["amount"])
 
 
-def test_dict_outputs_read_in_bulk_as_call_by_call() -> None:
+def test_dict_outputs_read_in_bulk_as_call_by_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch of dict results is read in one pass when every one is a row of named outputs; batches
     mixing rows with dicts of columns, empty dicts and errors (no result) go call by call. Both
     give the profile the call-by-call reading gives."""
@@ -198,7 +198,12 @@ def test_dict_outputs_read_in_bulk_as_call_by_call() -> None:
         "rows": [{"label": "a" if i % 3 else "b", "score": i / 10} for i in range(50)] + [None, None],
         "mixed": [{"score": 0.5}, {"score": [0.1, 0.2]}, {}, None, {"score": 0.7, "label": "x"}],
     }
+    import mlwatch._runtime
+
+    per_call: list[object] = []
+    monkeypatch.setattr(mlwatch._runtime, "split_outputs", lambda r, rows, batches: (per_call.append(r), split_outputs(r, rows, batches)))
     for name, results in shapes.items():
+        per_call.clear()
         @mlwatch.monitor(model=f"t_dict_out_{name}")
         def predict(it: Iterator[object]) -> object:
             r = next(it)
@@ -212,6 +217,7 @@ def test_dict_outputs_read_in_bulk_as_call_by_call() -> None:
                 with contextlib.suppress(ValueError):
                     predict(it)
             got = cap.merged(f"t_dict_out_{name}")
+        assert (len(per_call) == 0) == (name == "rows"), name  # the bulk path took the rows, and only them
         want = expected(results)
         assert set(got.outputs) == set(want.outputs), name
         for col, prof in want.outputs.items():
