@@ -277,11 +277,10 @@ class PathFilter:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
-#: Records per aggregation pass. Its per-record loops (grouping, reading bodies) offer the GIL between
-#: steps (under a millisecond of work each on this machine) and its column folds between columns;
-#: larger slices spread the per-pass costs thinner (1,024 instead of 256: 4 % fewer instructions
-#: per request in `benchmarks/bench_http_instructions.py`).
-SLICE = 1024
+#: Records per aggregation pass, the GIL offered between passes (and, within one, between body-parsing
+#: steps and between columns). 1,024 would save under 2 % of the instructions per request
+#: (`benchmarks/bench_http_instructions.py`: 99,643 vs 101,402) for GIL holds four times as long.
+SLICE = 256
 #: A request record's start, and its segment fields: method, route, status, error type, scheme.
 _START = itemgetter(0)
 _SEGMENT_FIELDS = itemgetter(2, 3, 4, 5, 9)
