@@ -57,21 +57,24 @@ class BodyBuffer:
         self.over = False
 
     def add(self, chunk: bytes) -> None:
-        if self.over or not chunk:
+        if not chunk or self.over:
             return
         self.size += len(chunk)
         if self.size > self.cap:
             self.over = True
             self.chunks = []
             return
-        self.chunks.append(bytes(chunk))
+        self.chunks.append(chunk if type(chunk) is bytes else bytes(chunk))  # a bytearray or memoryview is copied: it may be reused
 
     def raw(self) -> bytes | None:
         """The kept body, or None (over the cap, counted, or empty)."""
         if self.over:
             HEALTH.count_dropped("http_body_too_large")
             return None
-        return self.peek()
+        chunks = self.chunks
+        if not chunks:
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def peek(self) -> bytes | None:
         """The body kept so far, or None (over the cap, or empty); counts nothing."""

@@ -269,6 +269,11 @@ def test_body_buffer_keeps_nothing_past_its_cap() -> None:
     buf.add(b" " * 10)
     assert buf.over and buf.raw() is None
     assert BodyBuffer(10).raw() is None
+    reused = bytearray(b'{"b":2}')
+    buf = BodyBuffer(100)
+    buf.add(reused)  # a server may reuse its buffer: what is kept is a copy
+    reused[:] = b"xxxxxxx"
+    assert buf.raw() == b'{"b":2}'
 
 
 def test_a_request_counts_in_the_window_it_started_in_whatever_the_buffer_order() -> None:
