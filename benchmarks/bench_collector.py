@@ -17,7 +17,8 @@ with one ingest worker:
   ``GET /api/models/{model}/drift`` for that day against an uploaded reference: cold (a backfill
   queried before the collector's evaluator rolled it up: the hourly and daily rollups are built
   from 1,440 raw rows), warm (the day rollup is fresh: one stored profile; median of `--reps`),
-  and after one late window (that hour rebuilt from its raw windows, the day from 24 hours).
+  and after one late window (that hour rebuilt from its raw windows, the day from 24 hours);
+  with one query worker and with two (`--query-workers`: a cold day's hours are built on all of them at once).
 
 Goals (issue 5): >= 500 profiles/s of 20 features on one core; a day's drift for 100 features < 2 s.
 
@@ -94,11 +95,11 @@ def _otlp(payloads: Sequence[bytes], instance: str) -> bytes:
 
 
 class _Server:
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, query_workers: int = 1) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         port = self.sock.getsockname()[1]
-        cfg = CollectorConfig(db=db, port=port, evaluate_interval=0, max_body_bytes=256 * 1024 * 1024)
+        cfg = CollectorConfig(db=db, port=port, evaluate_interval=0, max_body_bytes=256 * 1024 * 1024, query_workers=query_workers)
         self.server = build_server(replace(cfg), log_level="warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -216,14 +217,14 @@ def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients:
     }
 
 
-def bench_day_drift(db: str, n_windows: int, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+def bench_day_drift(db: str, n_windows: int, reps: int, query_workers: int, log: Callable[[str], None]) -> dict[str, Any]:
     bases = [_profile(100, 300, seed=s) for s in range(4)]
     starts = [DAY + 60.0 * i for i in range(n_windows)]
     payloads = [p for j, base in enumerate(bases) for p in _encode(base, starts[j::4])]
     ref = _profile(100, 5000, seed=99, shift=0.1)
     ref.model = "bench100"
     params = {"start": DAY, "end": DAY + 86400.0}
-    with _Server(db) as client:
+    with _Server(db, query_workers) as client:
         for i in range(0, len(payloads), 100):
             _post(client, _otlp(payloads[i : i + 100], "i-1"))
         assert client.put("/api/models/bench100/reference", content=ref.to_bytes()).status_code == 201
@@ -246,9 +247,12 @@ def bench_day_drift(db: str, n_windows: int, reps: int, log: Callable[[str], Non
         t0 = time.perf_counter()
         assert client.get("/api/models/bench100/drift", params=params).status_code == 200
         late = time.perf_counter() - t0
-    log(f"  day drift, {n_cols} features over {n_windows} windows: cold {cold:6.2f} s (backfill queried before any rollup), "
-        f"warm {warm:5.2f} s, after one late window {late:5.2f} s")
-    return {"windows": n_windows, "features": n_cols, "cold_seconds": cold, "warm_seconds": warm, "late_window_seconds": late}
+    log(f"  day drift, {n_cols} features over {n_windows} windows, {query_workers} query worker(s): cold {cold:6.2f} s "
+        f"(backfill queried before any rollup), warm {warm:5.2f} s, after one late window {late:5.2f} s")
+    return {
+        "windows": n_windows, "features": n_cols, "query_workers": query_workers, "cold_seconds": cold, "warm_seconds": warm,
+        "late_window_seconds": late,
+    }
 
 
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -260,6 +264,9 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     parser.add_argument("--no-pin", action="store_true", help="do not pin the collector to one CPU and the senders to the others")
     parser.add_argument("--windows", type=int, default=None, help="windows in the day (default 1440, quick 120)")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--query-workers", type=int, nargs="+", default=[1, 2],
+                        help="the day's drift is measured with each of these numbers of query workers (default 1 and 2)")
+    parser.add_argument("--only", choices=["ingest", "drift"], help="measure only ingest or only the day's drift")
     parser.add_argument("--postgres", default=os.environ.get("MLWATCH_TEST_POSTGRES_DSN"), help="PostgreSQL DSN (else SQLite only)")
     parser.add_argument("--max-load", type=float, default=1.0, help="wait for the 1-minute load to drop below this first")
     parser.add_argument("--max-wait", type=float, default=180.0, help="seconds to wait for that at most (0: do not wait)")
@@ -275,19 +282,20 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         stores.append(("postgresql", lambda: _postgres(args.postgres)))
     for name, make in stores:
         log(f"{name}:")
-        out: dict[str, Any] = {"ingest": []}
-        for n_features, clients in ((20, 1), (20, args.clients), (100, args.clients)):
+        out: dict[str, Any] = {"ingest": [], "day_drift": []}
+        for n_features, clients in ((20, 1), (20, args.clients), (100, args.clients)) if args.only != "drift" else ():
             db, cleanup = make()
             try:
                 n = n_profiles if n_features == 20 else n_profiles // 2
                 out["ingest"].append(bench_ingest(db, n_features, n, args.batch, clients, not args.no_pin, log))
             finally:
                 cleanup()
-        db, cleanup = make()
-        try:
-            out["day_drift"] = bench_day_drift(db, n_windows, args.reps, log)
-        finally:
-            cleanup()
+        for query_workers in args.query_workers if args.only != "ingest" else ():
+            db, cleanup = make()
+            try:
+                out["day_drift"].append(bench_day_drift(db, n_windows, args.reps, query_workers, log))
+            finally:
+                cleanup()
         results[name] = out
     return results
 

@@ -49,7 +49,7 @@ class CollectorState:
         self.limiter = ConcurrencyLimiter(config.max_concurrent_ingest)
         settings = WorkerSettings(hmac_keys=config.hmac_keys, limits=config.limits, test_hooks=config.test_hooks)
         self.ingest_pool = WorkerPool(settings, config.workers, config.worker_timeout, "ingest")
-        self.query_pool = WorkerPool(settings, 1, config.query_timeout, "query")
+        self.query_pool = WorkerPool(settings, config.query_workers, config.query_timeout, "query")
         self.reader = RangeReader(store, self.query_pool)
         self.metrics = CollectorMetrics(live=self._live)
         self.evaluator = Evaluator(self, config.evaluate_interval)

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert", help="TLS certificate (PEM)")
     parser.add_argument("--key", help="TLS private key (PEM)")
     parser.add_argument("--workers", type=int, default=1, help="ingest worker processes (default 1)")
+    parser.add_argument("--query-workers", type=int, default=1,
+                        help="worker processes merging stored profiles for queries; a cold range's rollups are built on all of them (default 1)")
     parser.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024, help="request body cap after decompression")
     parser.add_argument("--max-profile-bytes", type=int, default=8 * 1024 * 1024, help="cap on one profile's bytes")
     parser.add_argument("--max-columns", type=int, default=2000, help="cap on columns per profile section")
@@ -92,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         max_concurrent_ingest=args.max_concurrency,
         limits=WireLimits(max_bytes=args.max_profile_bytes, max_columns=args.max_columns),
         workers=args.workers,
+        query_workers=args.query_workers,
         evaluate_interval=args.evaluate_interval,
         moving_reference_windows=args.moving_reference_windows,
         test_hooks=os.environ.get(ENV_TEST_HOOKS) == "1",

@@ -106,8 +106,9 @@ class CollectorConfig:
     - ``max_body_bytes``: request body cap *after* decompression; ``max_concurrent_ingest``: requests
       decoded at once before answering 429.
     - ``limits``: caps applied to every profile before its sketches are parsed.
-    - ``workers``: ingest worker processes; ``worker_timeout``/``query_timeout``: seconds one
-      native operation may take before the worker is killed and restarted.
+    - ``workers``: ingest worker processes; ``query_workers``: worker processes merging stored profiles
+      for queries (a cold range's rollups are built on all of them at once); ``worker_timeout``/
+      ``query_timeout``: seconds one native operation may take before the worker is killed and restarted.
     - ``evaluate_interval``: seconds between drift evaluations exported on ``/metrics`` (0: off).
     - ``moving_reference_windows``: windows merged into the moving reference when a model has no uploaded one.
     - ``max_windows_per_query``: cap on per-window drift/quality series in one request.
@@ -126,6 +127,7 @@ class CollectorConfig:
     max_concurrent_ingest: int = 4
     limits: WireLimits = field(default_factory=lambda: WireLimits(max_bytes=8 * 1024 * 1024, max_columns=2000))
     workers: int = 1
+    query_workers: int = 1
     worker_timeout: float = 30.0
     query_timeout: float = 300.0
     evaluate_interval: float = 60.0
@@ -152,6 +154,7 @@ class CollectorConfig:
             ("max_body_bytes", 1024, 1 << 34),
             ("max_concurrent_ingest", 1, 1024),
             ("workers", 1, 64),
+            ("query_workers", 1, 64),
             ("moving_reference_windows", 1, 100_000),
             ("max_windows_per_query", 1, 100_000),
         ):

@@ -35,6 +35,8 @@ def test_invalid_settings_are_rejected(tmp_path: Path) -> None:
         CollectorConfig(limits=WireLimits(max_kll_k=4096))
     with pytest.raises(ConfigError, match="workers"):
         CollectorConfig(workers=0)
+    with pytest.raises(ConfigError, match=r"query_workers must be an integer in \[1, 64\]"):
+        CollectorConfig(query_workers=65)
 
 
 def test_tokens_and_keys_from_file_and_env(tmp_path: Path) -> None:

@@ -67,6 +67,33 @@ def test_rollups_match_raw_and_refresh_on_late_data(store: Store, pool: WorkerPo
     assert _rows(reader, pool, 0.0, 86400.0)[0] == 6050  # a whole day: one day rollup
 
 
+def test_cold_rollups_are_built_on_every_query_worker_at_once(store: Store) -> None:
+    """A cold range's hours are merged concurrently, never more at once than there are query workers,
+    and give what one worker gives."""
+    for i in range(4 * 60):
+        _add(store, 86400.0 + 60 * i, seed=i)
+    two = WorkerPool(WorkerSettings(hmac_keys=None, limits=WireLimits()), 2, 60.0, "query")
+    running = peak = 0
+    real_call = two.call
+
+    async def call(op: str, *args: object, **kw: object) -> object:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            return await real_call(op, *args, **kw)
+        finally:
+            running -= 1
+
+    two.call = call  # type: ignore[method-assign]
+    try:
+        reader = RangeReader(store, two)
+        assert _rows(reader, two, 86400.0, 86400.0 + 4 * 3600) == (4 * 60 * 50, 4)
+        assert reader.rollups_built == 4 and peak == 2
+    finally:
+        two.stop()
+
+
 def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None:
     """Windows ingested after their hour ended are noted at ingest; the evaluator's next pass rolls
     up those hours and their day, so the first query over that day reads one stored profile."""
