@@ -113,7 +113,14 @@ class RangeReader:
                     continue
             todo.append((tier, bucket, ws, n_parts, max_id))
         if todo:  # stale or missing rollups: built at once, as many at a time as there are query workers
-            out.extend(await asyncio.gather(*(self._build(key, *job, tiers) for job in todo)))
+            builds = [asyncio.ensure_future(self._build(key, *job, tiers)) for job in todo]
+            try:
+                out.extend(await asyncio.gather(*builds))
+            except BaseException:  # the first failure is the answer: the other builds stop (after their current worker call)
+                for b in builds:
+                    b.cancel()
+                await asyncio.gather(*builds, return_exceptions=True)
+                raise
         if single:
             async with self._slot():
                 out.extend(Part(key, 0.0, ws, payload) for ws, payload in await self._db(self.store.raw_payloads, key, single))

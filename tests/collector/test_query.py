@@ -94,6 +94,37 @@ def test_cold_rollups_are_built_on_every_query_worker_at_once(store: Store) -> N
         two.stop()
 
 
+def test_a_failing_rollup_build_fails_the_query_with_its_own_error(store: Store) -> None:
+    """When one of the concurrent builds fails, the query raises that error (not a group of them) and the
+    other builds stop: nothing is left running."""
+    from mlwatch.collector.worker import WorkerError
+
+    for i in range(3 * 60):
+        _add(store, 86400.0 * 2 + 60 * i, seed=i)
+    two = WorkerPool(WorkerSettings(hmac_keys=None, limits=WireLimits()), 2, 60.0, "query")
+    calls = 0
+
+    async def call(op: str, *args: object, **kw: object) -> object:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05 * calls)
+        raise WorkerError("no_data", "a worker failed")
+
+    two.call = call  # type: ignore[method-assign]
+    try:
+        reader = RangeReader(store, two)
+
+        async def go() -> list[asyncio.Task[object]]:
+            with pytest.raises(WorkerError, match="a worker failed"):
+                await reader.parts("fraud", 86400.0 * 2, 86400.0 * 2 + 3 * 3600, Filters())
+            return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        assert asyncio.run(go()) == []
+        assert reader.rollups_built == 0
+    finally:
+        two.stop()
+
+
 def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None:
     """Windows ingested after their hour ended are noted at ingest; the evaluator's next pass rolls
     up those hours and their day, so the first query over that day reads one stored profile."""
