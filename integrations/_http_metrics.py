@@ -457,7 +457,7 @@ class ModelRecorder(Recorder):
         offer()
         parsed: list[Record] = []
         append = parsed.append
-        for rec in records:  # in order: the generic aggregation reads the windows from the first and last
+        for rec in records:  # in buffer order, sampled-out records included (they count as calls)
             if not rec[6]:
                 append(rec)
                 continue
