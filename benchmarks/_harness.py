@@ -188,18 +188,19 @@ def callgrind_args(argv: Sequence[str] | None, doc: str | None, variants: Sequen
     return ap.parse_args(argv)
 
 
-def callgrind_per_item(python: str, child_source: str, loops: Mapping[str, tuple[int, int]], unit: str) -> dict[str, int]:
+def callgrind_per_item(python: str, child_template: str, loops: Mapping[str, tuple[int, int]], unit: str) -> dict[str, int]:
     """Instructions per item of each variant, counted by valgrind's callgrind.
 
-    `child_source` is a script run as ``python script VARIANT N`` that does the same start-up and then
-    N items; each variant runs twice, with `loops[variant]` = (short N, long N), under a fixed
+    `child_template` is a script (a `str.format` template whose ``{root}`` is the repository root,
+    for its imports) run as ``python script VARIANT N`` that does the same start-up and then N
+    items; each variant runs twice, with `loops[variant]` = (short N, long N), under a fixed
     ``PYTHONHASHSEED``, and the difference over the extra items is the cost of one. Prints each
     figure as it comes, "per `unit`"; exits when valgrind is missing.
     """
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
     script = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlwatch_callgrind_{os.getpid()}.py"
-    script.write_text(child_source)
+    script.write_text(child_template.format(root=str(Path(__file__).resolve().parent.parent)))
     env = dict(os.environ, PYTHONHASHSEED="0")
 
     def count(variant: str, n: int) -> int:

@@ -90,8 +90,7 @@ run(n)
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
     args = callgrind_args(argv, __doc__, VARIANTS)
-    root = Path(__file__).resolve().parent.parent
-    per_request = callgrind_per_item(args.python, _CHILD.format(root=str(root)), {v: _LOOPS[v] for v in args.variants}, "request")
+    per_request = callgrind_per_item(args.python, _CHILD, {v: _LOOPS[v] for v in args.variants}, "request")
     bare = per_request.get("bare")
     if bare is not None:
         for v in ("path", "total", "otel"):

@@ -82,8 +82,7 @@ run(n)
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
     args = callgrind_args(argv, __doc__, VARIANTS)
-    root = Path(__file__).resolve().parent.parent
-    per_call = callgrind_per_item(args.python, _CHILD.format(root=str(root)), dict.fromkeys(args.variants, (_SHORT, _LONG)), "call")
+    per_call = callgrind_per_item(args.python, _CHILD, dict.fromkeys(args.variants, (_SHORT, _LONG)), "call")
     prom = per_call.get("prometheus")
     if prom:
         for v in ("hot", "total"):
