@@ -9,10 +9,11 @@ does read come out as floats.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["fast_loads"]
+__all__ = ["fast_loads", "loads"]
 
 
 def _orjson_loads() -> Callable[[bytes], Any] | None:
@@ -25,3 +26,14 @@ def _orjson_loads() -> Callable[[bytes], Any] | None:
 
 #: ``orjson.loads`` (bytes in, raises on anything it refuses), or None when orjson is not installed.
 fast_loads = _orjson_loads()
+
+
+def loads(raw: bytes) -> Any:
+    """``json.loads(raw.decode("utf-8"))``, by orjson when it is installed and reads `raw`; raises
+    what the standard library raises (ValueError, RecursionError) for what neither reads."""
+    if fast_loads is not None:
+        try:
+            return fast_loads(raw)
+        except Exception:  # not JSON, or JSON orjson refuses: the standard library decides
+            pass
+    return json.loads(raw.decode("utf-8"))

@@ -40,7 +40,7 @@ import numpy as np
 
 from mlwatch import _validate
 from mlwatch._errors import ProfileFormatError
-from mlwatch._json import fast_loads
+from mlwatch._json import loads as json_loads
 from mlwatch._numeric import NumericSummary
 from mlwatch._sketches import FrequentSketch, HllSketch, KllSketch
 from mlwatch.column import KINDS, ColumnProfile
@@ -415,16 +415,8 @@ def decode(data: bytes, *, hmac_keys: Mapping[str, bytes] | None = None, limits:
         raise ProfileFormatError("profile is not signed, but a signature is required")
     if not signed and not hmac.compare_digest(hashlib.sha256(body).digest(), trailer):
         raise ProfileFormatError("profile checksum mismatch: the bytes are corrupted or truncated")
-    head = bytes(view[_PREFIX.size : _PREFIX.size + head_len])
-    header = None
-    if fast_loads is not None:  # orjson, 2-4x faster on a header; the standard library decides what it refuses
-        try:
-            header = fast_loads(head)
-        except Exception:
-            header = None
-    try:
-        if header is None:
-            header = json.loads(head.decode("utf-8"))
+    try:  # orjson when installed: 2-4x faster on a header
+        header = json_loads(bytes(view[_PREFIX.size : _PREFIX.size + head_len]))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProfileFormatError(f"profile header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):

@@ -114,13 +114,13 @@ def test_envelope_errors(mutate: object, message: str) -> None:
 @pytest.fixture(params=["orjson", "stdlib"])
 def header_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Headers parsed by orjson (when installed; the standard library decides what it refuses) or by the standard library alone."""
-    import mlwatch._wire
+    import mlwatch._json
 
     if request.param == "orjson":
         pytest.importorskip("orjson")
-        assert mlwatch._wire.fast_loads is not None
+        assert mlwatch._json.fast_loads is not None
     else:
-        monkeypatch.setattr(mlwatch._wire, "fast_loads", None)
+        monkeypatch.setattr(mlwatch._json, "fast_loads", None)
     return str(request.param)
 
 
