@@ -83,7 +83,7 @@ from mlwatch._extract import Binding
 from mlwatch._gil import offer
 from mlwatch._health import HEALTH, logger
 from mlwatch._otel_metrics import Attrs, Distribution, MetricSpec, add_live, add_view
-from mlwatch._runtime import ARGS, ONE_ARG, RUNTIME, Record, Recorder
+from mlwatch._runtime import ARGS, ONE_ARG, RUNTIME, Record, Recorder, by_window
 from mlwatch.monitoring import _options
 from mlwatch.outcomes import REQUEST_CALLS, PendingPrediction, RequestCalls, new_prediction, request_prediction_id
 from mlwatch.profile import Profile
@@ -281,8 +281,7 @@ class PathFilter:
 #: steps and between columns). 1,024 would save under 2 % of the instructions per request
 #: (`benchmarks/bench_http_instructions.py`: 99,643 vs 101,402) for GIL holds four times as long.
 SLICE = 256
-#: A request record's start, and its segment fields: method, route, status, error type, scheme.
-_START = itemgetter(0)
+#: A request record's segment fields: method, route, status, error type, scheme.
 _SEGMENT_FIELDS = itemgetter(2, 3, 4, 5, 9)
 
 
@@ -346,20 +345,13 @@ class RequestRecorder(Recorder):
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
         groups: dict[tuple[Any, ...], list[HttpRecord]] = {}
-        starts = list(map(_START, records))  # not in order: a long request is buffered when it ends
-        first, last = min(starts) + wall_offset_ns, max(starts) + wall_offset_ns
-        window_ns = first - first % width_ns
-        if window_ns == last - last % width_ns:  # the usual case: one window, grouped in C
-            segments = list(map(_SEGMENT_FIELDS, records))
-            if segments.count(segments[0]) == len(segments):  # and one route, status, method: one group
-                groups[(window_ns, *segments[0])] = records
+        for window_ns, recs in by_window(records, wall_offset_ns, width_ns).items():
+            segments = list(map(_SEGMENT_FIELDS, recs))
+            if segments.count(segments[0]) == len(segments):  # the usual case: one route, status, method
+                groups[(window_ns, *segments[0])] = recs
             else:
-                for rec, segment in zip(records, segments, strict=True):
+                for rec, segment in zip(recs, segments, strict=True):
                     groups.setdefault((window_ns, *segment), []).append(rec)
-        else:
-            for rec in records:
-                start = rec[0] + wall_offset_ns
-                groups.setdefault((start - start % width_ns, *_SEGMENT_FIELDS(rec)), []).append(rec)
         for (w_ns, method, route, status, error, scheme), recs in groups.items():
             window = w_ns / 1e9
             if window + width <= self.closed_upto:  # its window already went out: count it, keep it

@@ -191,17 +191,7 @@ class Recorder:
         """Fold drained records into their windows' profiles, batching per (window, segment)."""
         width = self.window_seconds or self.runtime.settings.window_seconds
         width_ns = int(width * 1e9)
-        starts = list(map(_FIRST, records))  # the calls' starts, not in order: a long call is buffered when it ends
-        first, last = min(starts) + wall_offset_ns, max(starts) + wall_offset_ns
-        if first - first % width_ns == last - last % width_ns:  # the usual case: one window
-            by_window: dict[int, list[Record]] = {first - first % width_ns: records}
-        else:
-            at = np.array(starts, dtype=np.int64) + wall_offset_ns
-            windows = at - at % width_ns
-            by_window = {}
-            for w, rec in zip(windows.tolist(), records, strict=True):
-                by_window.setdefault(w, []).append(rec)
-        for w_ns, recs in by_window.items():
+        for w_ns, recs in by_window(records, wall_offset_ns, width_ns).items():
             window = w_ns / 1e9
             if window + width <= self.closed_upto:  # its window already went out: count it, keep it
                 HEALTH.late_records += len(recs)
@@ -332,6 +322,21 @@ class Recorder:
         self.queue.clear()
         self.open = {}
         self._take_drops()
+
+
+def by_window(records: list[Any], wall_offset_ns: int, width_ns: int) -> dict[int, list[Any]]:
+    """Buffered records (each starting with its call's start, perf-counter ns) by the wall-clock window,
+    in ns, that their call started in. Records are buffered when calls end, so their starts are not
+    in order: the usual case, one window, is told by the lowest and highest start."""
+    starts = list(map(_FIRST, records))
+    first, last = min(starts) + wall_offset_ns, max(starts) + wall_offset_ns
+    if first - first % width_ns == last - last % width_ns:
+        return {first - first % width_ns: records}
+    at = np.array(starts, dtype=np.int64) + wall_offset_ns
+    out: dict[int, list[Any]] = {}
+    for w, rec in zip((at - at % width_ns).tolist(), records, strict=True):
+        out.setdefault(w, []).append(rec)
+    return out
 
 
 _DICT_OR_NONE = frozenset({dict, type(None)})
