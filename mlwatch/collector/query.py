@@ -136,19 +136,14 @@ class RangeReader:
         its final merge, after its hours (built in parallel) are done.
         """
         smaller = tuple(t for t in tiers if t < tier)
-        if tier == 0 or not smaller:
-            async with self._slot():
-                if tier == 0:
-                    sub = [p for _, p in await self._db(self.store.raw_payloads, key, [bucket])]
-                    bucket_end = max(w.window_end for w in ws)
-                else:
-                    sub = [p.payload for p in await self._series_parts(key, ws, bucket, bucket + tier, smaller)]
-                    bucket_end = bucket + tier
-                merged = sub[0] if len(sub) == 1 else await self.pool.call("merge", sub)
-        else:
-            sub = [p.payload for p in await self._series_parts(key, ws, bucket, bucket + tier, smaller)]
-            bucket_end = bucket + tier
-            async with self._slot():
+        async with self._slot() if tier == 0 or not smaller else contextlib.nullcontext():
+            if tier == 0:
+                sub = [p for _, p in await self._db(self.store.raw_payloads, key, [bucket])]
+                bucket_end = max(w.window_end for w in ws)
+            else:
+                sub = [p.payload for p in await self._series_parts(key, ws, bucket, bucket + tier, smaller)]
+                bucket_end = bucket + tier
+            async with self._slot():  # already held unless this is a day
                 merged = sub[0] if len(sub) == 1 else await self.pool.call("merge", sub)
         await self._db(self.store.put_rollup, Rollup(key, tier, bucket, bucket_end, n_parts, max_id, merged))
         self.rollups_built += 1
