@@ -17,8 +17,10 @@ with one ingest worker:
   ``GET /api/models/{model}/drift`` for that day against an uploaded reference: cold (a backfill
   queried before the collector's evaluator rolled it up: the hourly and daily rollups are built
   from 1,440 raw rows), warm (the day rollup is fresh: one stored profile; median of `--reps`),
-  and after one late window (that hour rebuilt from its raw windows, the day from 24 hours);
-  with one query worker and with two (`--query-workers`: a cold day's hours are built on all of them at once).
+  and after one late window (the day's rollup extended with that row); with one query worker
+  and with two (`--query-workers`: a cold day's hours are built on all of them at once). Then
+  the backfill again with the evaluator on (every 2 s): how long after the last request its
+  passes have rolled the day up, and the first drift query after that.
 
 Goals (issue 5): >= 500 profiles/s of 20 features on one core; a day's drift for 100 features < 2 s.
 
@@ -95,11 +97,13 @@ def _otlp(payloads: Sequence[bytes], instance: str) -> bytes:
 
 
 class _Server:
-    def __init__(self, db: str, query_workers: int = 1) -> None:
+    def __init__(self, db: str, query_workers: int = 1, evaluate_interval: float = 0) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         port = self.sock.getsockname()[1]
-        cfg = CollectorConfig(db=db, port=port, evaluate_interval=0, max_body_bytes=256 * 1024 * 1024, query_workers=query_workers)
+        cfg = CollectorConfig(
+            db=db, port=port, evaluate_interval=evaluate_interval, max_body_bytes=256 * 1024 * 1024, query_workers=query_workers
+        )
         self.server = build_server(replace(cfg), log_level="warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.url = f"http://127.0.0.1:{port}"
@@ -217,42 +221,70 @@ def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients:
     }
 
 
-def bench_day_drift(db: str, n_windows: int, reps: int, query_workers: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _day_payloads(n_windows: int) -> tuple[list[bytes], bytes, list[mlwatch.Profile]]:
+    """A day of 100-feature minute windows (four alternating bases), a reference, and the bases."""
     bases = [_profile(100, 300, seed=s) for s in range(4)]
     starts = [DAY + 60.0 * i for i in range(n_windows)]
     payloads = [p for j, base in enumerate(bases) for p in _encode(base, starts[j::4])]
     ref = _profile(100, 5000, seed=99, shift=0.1)
     ref.model = "bench100"
-    params = {"start": DAY, "end": DAY + 86400.0}
+    return payloads, ref.to_bytes(), bases
+
+
+def _timed_drift(client: httpx.Client) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    r = client.get("/api/models/bench100/drift", params={"start": DAY, "end": DAY + 86400.0})
+    elapsed = time.perf_counter() - t0
+    if r.status_code != 200:
+        raise RuntimeError(f"drift failed: {r.status_code} {r.text[:300]}")
+    body: dict[str, Any] = r.json()
+    return elapsed, body
+
+
+def bench_day_drift(db: str, n_windows: int, reps: int, query_workers: int, log: Callable[[str], None]) -> dict[str, Any]:
+    payloads, ref, bases = _day_payloads(n_windows)
     with _Server(db, query_workers) as client:
         for i in range(0, len(payloads), 100):
             _post(client, _otlp(payloads[i : i + 100], "i-1"))
-        assert client.put("/api/models/bench100/reference", content=ref.to_bytes()).status_code == 201
-        t0 = time.perf_counter()
-        r = client.get("/api/models/bench100/drift", params=params)
-        cold = time.perf_counter() - t0
-        if r.status_code != 200:
-            raise RuntimeError(f"drift failed: {r.status_code} {r.text[:300]}")
-        n_cols = r.json()["drift"]["n_columns"]
-        warm_times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            assert client.get("/api/models/bench100/drift", params=params).status_code == 200
-            warm_times.append(time.perf_counter() - t0)
-        warm = statistics.median(warm_times)
-        # One late window (another replica catching up) in one hour: that hour is rebuilt from its
-        # raw windows and the day from its hours; the other hours' rollups are reused.
+        assert client.put("/api/models/bench100/reference", content=ref).status_code == 201
+        cold, body = _timed_drift(client)
+        n_cols = body["drift"]["n_columns"]
+        warm = statistics.median(_timed_drift(client)[0] for _ in range(reps))
+        # One late window (another replica catching up) in one hour: the day's rollup is merged
+        # with that one row (extended), not rebuilt from its hours.
         late_ws = DAY + 60.0 * min(n_windows - 1, 300)
         _post(client, _otlp(_encode(bases[0], [late_ws]), "i-late"))
-        t0 = time.perf_counter()
-        assert client.get("/api/models/bench100/drift", params=params).status_code == 200
-        late = time.perf_counter() - t0
+        late = _timed_drift(client)[0]
     log(f"  day drift, {n_cols} features over {n_windows} windows, {query_workers} query worker(s): cold {cold:6.2f} s "
         f"(backfill queried before any rollup), warm {warm:5.2f} s, after one late window {late:5.2f} s")
     return {
         "windows": n_windows, "features": n_cols, "query_workers": query_workers, "cold_seconds": cold, "warm_seconds": warm,
         "late_window_seconds": late,
     }
+
+
+def bench_background_rollup(db: str, n_windows: int, interval: float, log: Callable[[str], None]) -> dict[str, Any]:
+    """The same backfill with the evaluator on (every `interval` s, one query worker): how long after
+    the last request its passes have rolled the day up, and what the first drift query then takes."""
+    payloads, ref, _ = _day_payloads(n_windows)
+    with _Server(db, 1, evaluate_interval=interval) as client:
+        assert client.put("/api/models/bench100/reference", content=ref).status_code == 201
+        t0 = time.perf_counter()
+        for i in range(0, len(payloads), 100):
+            _post(client, _otlp(payloads[i : i + 100], "i-1"))
+        sent = time.perf_counter()
+        rollups, changed = -1, sent
+        while time.perf_counter() - changed < 3 * interval + 1:  # settled: no rollup written for three passes
+            now_rollups = client.get("/health").json()["stored"]["rollups"]
+            if now_rollups != rollups:
+                rollups, changed = now_rollups, time.perf_counter()
+            time.sleep(0.1)
+        first, _ = _timed_drift(client)
+    lag = max(0.0, changed - sent)
+    log(f"  day drift after a backfill rolled up in the background: backfill sent in {sent - t0:5.2f} s, rolled up "
+        f"{lag:5.2f} s after the last request ({rollups} rollups; evaluator every {interval:g} s), then the first query {first:5.2f} s")
+    return {"windows": n_windows, "evaluate_interval": interval, "backfill_seconds": sent - t0, "rolled_up_after_seconds": lag,
+            "rollups": rollups, "first_query_seconds": first}
 
 
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -282,7 +314,7 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
         stores.append(("postgresql", lambda: _postgres(args.postgres)))
     for name, make in stores:
         log(f"{name}:")
-        out: dict[str, Any] = {"ingest": [], "day_drift": []}
+        out: dict[str, Any] = {"ingest": [], "day_drift": [], "background_rollup": None}
         for n_features, clients in ((20, 1), (20, args.clients), (100, args.clients)) if args.only != "drift" else ():
             db, cleanup = make()
             try:
@@ -294,6 +326,12 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
             db, cleanup = make()
             try:
                 out["day_drift"].append(bench_day_drift(db, n_windows, args.reps, query_workers, log))
+            finally:
+                cleanup()
+        if args.only != "ingest":
+            db, cleanup = make()
+            try:
+                out["background_rollup"] = bench_background_rollup(db, n_windows, 2.0, log)
             finally:
                 cleanup()
         results[name] = out

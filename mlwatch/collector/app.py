@@ -64,6 +64,7 @@ class CollectorState:
             "mlwatch_collector_ingest_in_flight": self.limiter.active,
             "mlwatch_collector_overloaded_total": self.limiter.rejected,
             "mlwatch_collector_rollups_built_total": self.reader.rollups_built,
+            "mlwatch_collector_rollups_extended_total": self.reader.rollups_extended,
         }
         for pool in (self.ingest_pool, self.query_pool):
             out[f"mlwatch_collector_{pool.name}_worker_calls_total"] = pool.calls

@@ -4,11 +4,12 @@ A query covers the windows whose start lies in [start, end). For each series (se
 version, segment) the windows are grouped into the largest aligned buckets (a UTC day, an hour)
 that fit entirely inside the range, the rest stay single windows. Each group is served by its
 rollup when the rollup is fresh (it merged exactly the raw rows now stored: same count, same
-highest id), otherwise the rollup is rebuilt from the next smaller tier, recursively down to raw
-rows, merged in the worker and stored. A day of minute windows is thus one stored profile once
-warm, 24 hourly profiles after a late arrival in one hour, and 1,440 raw rows only when cold.
-Missing rollups are built concurrently, as many at a time as there are query workers
-(``--query-workers``): a cold day's 24 hours take about 1/N of the time on N workers.
+highest id). A stale rollup is extended, merged with only the rows stored after it, when that is
+provably exact (`RangeReader._extend`); otherwise it is rebuilt from the next smaller tier,
+recursively down to raw rows, merged in the worker and stored. A day of minute windows is thus
+one stored profile once warm, that profile plus the late rows after a late arrival, and 1,440
+raw rows only when cold. Missing rollups are built concurrently, as many at a time as there are
+query workers (``--query-workers``): a cold day's 24 hours take about 1/N of the time on N workers.
 """
 
 from __future__ import annotations
@@ -32,18 +33,26 @@ __all__ = ["TIERS", "Part", "RangeReader"]
 TIERS: tuple[float, ...] = (86400.0, 3600.0)
 #: Whether the current task holds a query-worker slot (tasks started inside it inherit it).
 _HOLDING: ContextVar[bool] = ContextVar("mlwatch_query_slot", default=False)
+#: New raw rows merged into a stale rollup at most (beyond: rebuilt from the next smaller tier).
+EXTEND_MAX_ROWS = 120
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Part:
-    """One stored profile that is part of a query's answer: a raw row or a rollup."""
+    """One stored profile that is part of a query's answer: a raw row or a rollup.
+
+    `n_parts` and `max_id` say which raw rows it merged: `n_parts` rows, none with an id above
+    `max_id` (a raw row: 1 and its own id).
+    """
 
     key: SeriesKey
     tier: float
     bucket_start: float
     payload: bytes
+    n_parts: int
+    max_id: int
 
 
 class RangeReader:
@@ -53,6 +62,8 @@ class RangeReader:
         self.store = store
         self.pool = pool
         self.rollups_built = 0
+        #: Of `rollups_built`, those made by merging a stale rollup with only the rows it lacked.
+        self.rollups_extended = 0
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -97,21 +108,21 @@ class RangeReader:
                     chosen = (tier, bucket)
                     break
             groups.setdefault(chosen, []).append(w)
-        fresh = {(m.tier, m.bucket_start): (m.n_parts, m.max_id) for m in await self._db(self.store.rollup_meta, key, start, end)}
+        stored = {(m.tier, m.bucket_start): (m.n_parts, m.max_id) for m in await self._db(self.store.rollup_meta, key, start, end)}
         out: list[Part] = []
         single: list[float] = []  # windows with one raw row: that row is the part
-        todo: list[tuple[float, float, list[WindowStat], int, int]] = []
+        todo: list[tuple[float, float, list[WindowStat], int, int, bool]] = []
         for (tier, bucket), ws in sorted(groups.items()):
             n_parts, max_id = sum(w.count for w in ws), max(w.max_id for w in ws)
             if tier == 0 and n_parts == 1:
                 single.append(bucket)
                 continue
-            if fresh.get((tier, bucket)) == (n_parts, max_id):
-                payload = await self._db(self.store.rollup_payload, key, tier, bucket)
-                if payload is not None:
-                    out.append(Part(key, tier, bucket, payload))
+            if stored.get((tier, bucket)) == (n_parts, max_id):
+                part = await self._fresh(key, tier, bucket, n_parts, max_id)
+                if part is not None:
+                    out.append(part)
                     continue
-            todo.append((tier, bucket, ws, n_parts, max_id))
+            todo.append((tier, bucket, ws, n_parts, max_id, (tier, bucket) in stored))
         if todo:  # stale or missing rollups: built at once, as many at a time as there are query workers
             builds = [asyncio.ensure_future(self._build(key, *job, tiers)) for job in todo]
             try:
@@ -123,31 +134,74 @@ class RangeReader:
                 raise
         if single:
             async with self._slot():
-                out.extend(Part(key, 0.0, ws, payload) for ws, payload in await self._db(self.store.raw_payloads, key, single))
+                rows = await self._db(self.store.raw_payloads, key, single)
+            out.extend(Part(key, 0.0, ws, payload, 1, row_id) for ws, row_id, payload in rows)
         return out
 
-    async def _build(
-        self, key: SeriesKey, tier: float, bucket: float, ws: list[WindowStat], n_parts: int, max_id: int, tiers: tuple[float, ...]
-    ) -> Part:
-        """Merge one bucket from its raw rows (tier 0) or from the next smaller tier's parts, and store it as a rollup.
+    async def _fresh(self, key: SeriesKey, tier: float, bucket: float, n_parts: int, max_id: int) -> Part | None:
+        """The stored rollup when it merged exactly `n_parts` rows up to `max_id` (None: missing or not that)."""
+        r = await self._db(self.store.rollup, key, tier, bucket)
+        if r is None or (r.n_parts, r.max_id) != (n_parts, max_id):
+            return None
+        return Part(key, tier, bucket, r.payload, r.n_parts, r.max_id)
 
-        An hour's windows are read and merged holding one query-worker slot throughout, so at most
-        as many hours' raw payloads are in memory as there are workers; a day takes a slot only for
-        its final merge, after its hours (built in parallel) are done.
+    async def _build(
+        self, key: SeriesKey, tier: float, bucket: float, ws: list[WindowStat], n_parts: int, max_id: int, stale: bool,
+        tiers: tuple[float, ...],
+    ) -> Part:
+        """Bring one bucket's rollup up to date and store it.
+
+        A `stale` rollup is extended when that is provably exact (`_extend`); otherwise the bucket is
+        merged from its raw rows (tier 0) or from the next smaller tier's parts. An hour's windows are
+        read and merged holding one query-worker slot throughout, so at most as many hours' raw
+        payloads are in memory as there are workers; a day takes a slot only for its final merge,
+        after its hours (built in parallel) are done. The stored numbers are those of the rows
+        actually merged, which may be newer than the `window_stats` the query planned with.
         """
+        bucket_end = bucket + tier if tier else max(w.window_end for w in ws)
+        if stale:
+            extended = await self._extend(key, tier, bucket, bucket_end)
+            if extended is not None:
+                return extended
         smaller = tuple(t for t in tiers if t < tier)
         async with self._slot() if tier == 0 or not smaller else contextlib.nullcontext():
+            done = await self._fresh(key, tier, bucket, n_parts, max_id)  # built meanwhile by another query or the evaluator
+            if done is not None:
+                return done
             if tier == 0:
-                sub = [p for _, p in await self._db(self.store.raw_payloads, key, [bucket])]
-                bucket_end = max(w.window_end for w in ws)
+                sub = [Part(key, 0.0, w, p, 1, i) for w, i, p in await self._db(self.store.raw_payloads, key, [bucket])]
             else:
-                sub = [p.payload for p in await self._series_parts(key, ws, bucket, bucket + tier, smaller)]
-                bucket_end = bucket + tier
+                sub = await self._series_parts(key, ws, bucket, bucket_end, smaller)
             async with self._slot():  # already held unless this is a day
-                merged = sub[0] if len(sub) == 1 else await self.pool.call("merge", sub)
+                merged = sub[0].payload if len(sub) == 1 else await self.pool.call("merge", [p.payload for p in sub])
+        return await self._store(key, tier, bucket, bucket_end, sum(p.n_parts for p in sub), max(p.max_id for p in sub), merged)
+
+    async def _extend(self, key: SeriesKey, tier: float, bucket: float, bucket_end: float) -> Part | None:
+        """The stale rollup merged with only the raw rows it lacks, or None when that cannot be proven exact.
+
+        Raw rows are never deleted or changed, so when the rollup merged `n` rows with ids up to `m`
+        and exactly `n` rows with an id up to `m` are stored now, it merged exactly those, and what
+        it lacks is every row with a higher id. A row with a lower id that became visible after the
+        rollup was built (PostgreSQL commits out of id order) breaks the equality, and so does
+        anything unexpected: then the bucket is rebuilt in full. At most `EXTEND_MAX_ROWS` new rows
+        are merged this way, so memory stays bounded as for a full build.
+        """
+        end = bucket + tier if tier else math.nextafter(bucket, math.inf)
+        async with self._slot():
+            old = await self._db(self.store.rollup, key, tier, bucket)
+            if old is None:
+                return None
+            below, new = await self._db(self.store.rows_after, key, bucket, end, old.max_id, EXTEND_MAX_ROWS + 1)
+            if below != old.n_parts or not new or len(new) > EXTEND_MAX_ROWS:
+                return None
+            merged = await self.pool.call("merge", [old.payload, *(p for _, p in new)])
+        self.rollups_extended += 1
+        return await self._store(key, tier, bucket, bucket_end, old.n_parts + len(new), max(i for i, _ in new), merged)
+
+    async def _store(self, key: SeriesKey, tier: float, bucket: float, bucket_end: float, n_parts: int, max_id: int, merged: bytes) -> Part:
         await self._db(self.store.put_rollup, Rollup(key, tier, bucket, bucket_end, n_parts, max_id, merged))
         self.rollups_built += 1
-        return Part(key, tier, bucket, merged)
+        return Part(key, tier, bucket, merged, n_parts, max_id)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:

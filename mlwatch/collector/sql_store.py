@@ -183,21 +183,33 @@ class SqlStore:
             for r in rows
         ]
 
-    def raw_payloads(self, key: SeriesKey, window_starts: Sequence[float]) -> list[tuple[float, bytes]]:
-        out: list[tuple[float, bytes]] = []
+    def raw_payloads(self, key: SeriesKey, window_starts: Sequence[float]) -> list[tuple[float, int, bytes]]:
+        out: list[tuple[float, int, bytes]] = []
         starts = sorted(set(window_starts))
         for i in range(0, len(starts), _IN_CHUNK):
             chunk = starts[i : i + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
             out.extend(
-                (float(ws), bytes(payload))
-                for ws, payload in self._rows(
-                    "SELECT window_start, payload FROM profiles WHERE service = ? AND model = ? AND version = ? "
+                (float(ws), int(row_id), bytes(payload))
+                for ws, row_id, payload in self._rows(
+                    "SELECT window_start, id, payload FROM profiles WHERE service = ? AND model = ? AND version = ? "
                     f"AND segment = ? AND window_start IN ({marks}) ORDER BY window_start, id",
                     (key.service, key.model, key.version, key.segment, *chunk),
                 )
             )
         return out
+
+    def rows_after(
+        self, key: SeriesKey, start: float, end: float, after_id: int, limit: int
+    ) -> tuple[int, list[tuple[int, bytes]]]:
+        where = (
+            "FROM profiles WHERE service = ? AND model = ? AND version = ? AND segment = ? "
+            "AND window_start >= ? AND window_start < ?"
+        )
+        params = (key.service, key.model, key.version, key.segment, start, end)
+        below = int(self._rows(f"SELECT COUNT(*) {where} AND id <= ?", (*params, after_id))[0][0])
+        rows = self._rows(f"SELECT id, payload {where} AND id > ? ORDER BY id LIMIT ?", (*params, after_id, limit))
+        return below, [(int(i), bytes(p)) for i, p in rows]
 
     def rollup_meta(self, key: SeriesKey, start: float, end: float) -> list[RollupMeta]:
         rows = self._rows(
@@ -207,13 +219,16 @@ class SqlStore:
         )
         return [RollupMeta(float(r[0]), float(r[1]), int(r[2]), int(r[3])) for r in rows]
 
-    def rollup_payload(self, key: SeriesKey, tier: float, bucket_start: float) -> bytes | None:
+    def rollup(self, key: SeriesKey, tier: float, bucket_start: float) -> Rollup | None:
         rows = self._rows(
-            "SELECT payload FROM rollups WHERE service = ? AND model = ? AND version = ? AND segment = ? "
-            "AND tier = ? AND bucket_start = ?",
+            "SELECT bucket_end, n_parts, max_id, payload FROM rollups WHERE service = ? AND model = ? AND version = ? "
+            "AND segment = ? AND tier = ? AND bucket_start = ?",
             (key.service, key.model, key.version, key.segment, tier, bucket_start),
         )
-        return bytes(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        bucket_end, n_parts, max_id, payload = rows[0]
+        return Rollup(key, tier, bucket_start, float(bucket_end), int(n_parts), int(max_id), bytes(payload))
 
     def put_rollup(self, rollup: Rollup) -> None:
         k = rollup.key

@@ -77,7 +77,7 @@ def test_ingest_is_idempotent_per_payload(store: Store) -> None:
     assert store.add_profiles([_row(0, b"b"), _row(0, b"a", instance="i-2"), _row(60, b"c")]) == [True, True, True]
     stats = store.window_stats("fraud", 0, 120)
     assert [(w.window_start, w.count, w.instances, w.n_rows) for w in stats] == [(0.0, 3, 2, 30), (60.0, 1, 1, 10)]
-    assert sorted(p for _, p in store.raw_payloads(KEY, [0.0])) == [b"a", b"a", b"b"]
+    assert sorted(p for _, _, p in store.raw_payloads(KEY, [0.0])) == [b"a", b"a", b"b"]
     assert store.counts()["profiles"] == 4
     # Several rows per statement: a payload twice in one call is stored once (its first row is the new one).
     rows = [_row(120 + 60 * i, i.to_bytes(2, "big")) for i in range(450)] + [_row(120, (0).to_bytes(2, "big"))]
@@ -111,14 +111,24 @@ def test_filters_listing_and_features(store: Store) -> None:
     assert store.window_starts_before("fraud", 1e9, 1) == [60.0]
 
 
+def test_rows_after_an_id(store: Store) -> None:
+    """What extending a rollup reads: the count up to an id, and the later rows in id order, limited."""
+    store.add_profiles([_row(60 * i, bytes([i])) for i in range(5)] + [_row(3600, b"next hour")])
+    ids = sorted(i for _, i, _ in store.raw_payloads(KEY, [60.0 * i for i in range(5)]))
+    assert store.rows_after(KEY, 0.0, 3600.0, ids[1], 10) == (2, [(ids[2], b"\x02"), (ids[3], b"\x03"), (ids[4], b"\x04")])
+    assert store.rows_after(KEY, 0.0, 3600.0, ids[1], 2) == (2, [(ids[2], b"\x02"), (ids[3], b"\x03")])
+    assert store.rows_after(KEY, 60.0, 120.0, 0, 10) == (0, [(ids[1], b"\x01")])
+    assert store.rows_after(KEY, 0.0, 3600.0, ids[4], 10) == (5, [])
+
+
 def test_rollups_and_references(store: Store) -> None:
     """Rollups upsert with their freshness numbers; references replace and delete."""
     store.put_rollup(Rollup(KEY, 3600.0, 0.0, 3600.0, 3, 7, b"merged"))
     store.put_rollup(Rollup(KEY, 3600.0, 0.0, 3600.0, 4, 9, b"merged2"))
     meta = store.rollup_meta(KEY, 0, 3600)
     assert [(m.tier, m.bucket_start, m.n_parts, m.max_id) for m in meta] == [(3600.0, 0.0, 4, 9)]
-    assert store.rollup_payload(KEY, 3600.0, 0.0) == b"merged2"
-    assert store.rollup_payload(KEY, 0.0, 0.0) is None
+    assert store.rollup(KEY, 3600.0, 0.0) == Rollup(KEY, 3600.0, 0.0, 3600.0, 4, 9, b"merged2")
+    assert store.rollup(KEY, 0.0, 0.0) is None
     assert store.get_reference("fraud") is None
     store.set_reference(ReferenceRow("fraud", b"ref", 1.0, "test", {"rows": 3}))
     store.set_reference(ReferenceRow("fraud", b"ref2", 2.0, "test", {"rows": 4}))
