@@ -1,11 +1,17 @@
 """The periodic job behind ``/metrics`` drift gauges and alert rules, which also keeps rollups warm.
 
-Every `interval` seconds, for each model: evaluate drift of its latest window (merged across
-instances and series) against its reference (uploaded, else moving) and publish the result to
-`CollectorMetrics.drift_results`; then make sure the previous complete hour and day are rolled
-up, so range queries over them read one stored profile instead of hundreds. Then, when an alerts
-file is configured, evaluate the alert rules on the windows completed since the last pass
-(`mlwatch.collector.alerting`). Failures are logged and counted, never raised: the loop keeps going.
+Every `interval` seconds, for each model: make sure the previous complete hour and day are rolled
+up, so range queries over them read one stored profile instead of hundreds; evaluate drift of its
+latest window (merged across instances and series) against its reference (uploaded, else moving)
+and publish the result to `CollectorMetrics.drift_results`. Then, when an alerts file is
+configured, evaluate the alert rules on the windows completed since the last pass
+(`mlwatch.collector.alerting`).
+
+Past hours that receive windows late (a backfill, a replica catching up) are rolled up by a second
+task as they arrive, not at the next pass: once no late window has come for `BACKFILL_QUIET`
+seconds, or `BACKFILL_MAX_DELAY` seconds after the first one while a backfill keeps streaming, a
+day's worth of hours at a time, then their days. Failures are logged and counted, never raised:
+both loops keep going.
 """
 
 from __future__ import annotations
@@ -31,8 +37,12 @@ __all__ = ["Evaluator", "LateHours"]
 
 logger = logging.getLogger("mlwatch.collector")
 _ALL = Filters()
-#: Late hours rolled up per model and evaluator pass (a day of them).
+#: Late hours rolled up per model at a time (a day of them), so queries get the query workers in between.
 _LATE_HOURS_PER_PASS = 24
+#: Seconds without a new late window before late hours are rolled up ...
+BACKFILL_QUIET = 1.0
+#: ... or at most this long after the first one, while a backfill keeps arriving.
+BACKFILL_MAX_DELAY = 2.0
 
 
 class Evaluator:
@@ -41,23 +51,44 @@ class Evaluator:
     def __init__(self, state: CollectorState, interval: float) -> None:
         self.state = state
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self.interval > 0 and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="mlwatch-collector-evaluator")
+        if self.interval > 0 and not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._loop(), name="mlwatch-collector-evaluator"),
+                loop.create_task(self._backfill_loop(), name="mlwatch-collector-backfill-rollups"),
+            ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             await self.evaluate_once()
+
+    async def _backfill_loop(self) -> None:
+        late = self.state.late_hours
+        while True:
+            await late.settled(BACKFILL_QUIET, BACKFILL_MAX_DELAY)
+            await self.roll_up_late_hours()
+
+    async def roll_up_late_hours(self) -> None:
+        """Roll up a day's worth of each model's late hours, and their days (the rest stay noted)."""
+        state = self.state
+        for model in state.late_hours.models():
+            try:
+                await self._roll_up_late(model)
+            except Exception:
+                state.metrics.evaluation_errors += 1
+                logger.exception("mlwatch collector: rolling up late hours of %s failed", model)
 
     async def evaluate_once(self) -> None:
         """One pass over every model; errors are counted per model and never escape."""
@@ -66,7 +97,7 @@ class Evaluator:
         for m in models:
             model = m["model"]
             try:  # rollups first: they do not depend on drift being computable
-                await self._compact(model, time.time())
+                await self._roll_up_latest(model, time.time())
             except Exception:
                 state.metrics.evaluation_errors += 1
                 logger.exception("mlwatch collector: rolling up %s failed", model)
@@ -83,6 +114,7 @@ class Evaluator:
                 continue
             state.metrics.evaluations += 1
             state.metrics.drift_results[model] = result
+        state.late_hours.wake()  # late hours whose roll-up failed are retried once per pass
         if state.alerts is not None:
             await state.alerts.evaluate([m["model"] for m in models], time.time())
 
@@ -102,35 +134,40 @@ class Evaluator:
             "columns": report["columns"],
         }
 
-    async def _compact(self, model: str, now: float) -> None:
-        """Roll up the last complete hour and day, and every complete hour and day that received
-        windows late (a backfill, a replica catching up), so queries over them stay warm.
+    async def _roll_up_latest(self, model: str, now: float) -> None:
+        """Roll up the last complete hour and day, so queries over them stay warm.
         Cheap when already fresh: the freshness check reads only rollup metadata."""
         hour = math.floor(now / 3600) * 3600
         day = math.floor(now / 86400) * 86400
+        await self.state.reader.parts(model, hour - 3600, hour, _ALL)
+        await self.state.reader.parts(model, day - 86400, day, _ALL)
+
+    async def _roll_up_late(self, model: str) -> None:
+        """Roll up up to a day's worth of the model's late hours, then the days they are in, except
+        days with hours still noted (a backfill still arriving, or the rest of a long one): those
+        are rolled up with their last hours, not rebuilt every time."""
         reader = self.state.reader
         late = sorted(self.state.late_hours.take(model))
-        # A long backfill is rolled up a day's worth of hours per pass: the query worker stays
-        # free for the API in between.
         hours, later = set(late[:_LATE_HOURS_PER_PASS]), set(late[_LATE_HOURS_PER_PASS:])
         self.state.late_hours.add(model, later)
         try:
-            for h in sorted(hours | {hour - 3600}):
-                if h + 3600 <= hour:
-                    await reader.parts(model, h, h + 3600, _ALL)
-            for d in sorted({math.floor(h / 86400) * 86400 for h in hours} | {day - 86400}):
-                if d + 86400 <= day:
+            for h in sorted(hours):
+                await reader.parts(model, h, h + 3600, _ALL)
+            now_day = math.floor(time.time() / 86400) * 86400
+            busy = {math.floor(h / 86400) * 86400 for h in self.state.late_hours.noted(model)}
+            for d in sorted({math.floor(h / 86400) * 86400 for h in hours} - busy):  # a day still being backfilled waits
+                if d + 86400 <= now_day:
                     await reader.parts(model, d, d + 86400, _ALL)
         except BaseException:
-            self.state.late_hours.add(model, hours)  # try again next pass
+            self.state.late_hours.add(model, hours, wake=False)  # tried again at the evaluator's next pass
             raise
 
 
 class LateHours:
-    """Complete hours that received windows after they ended, per model, for `Evaluator._compact`.
+    """Complete hours that received windows after they ended, per model, for `Evaluator`'s backfill task.
 
     Bounded: beyond `limit` hours in all, more are counted in `dropped` and left to be rolled up
-    by the first query that reads them.
+    by the first query that reads them. Noting and waiting happen on the event loop's thread.
     """
 
     def __init__(self, limit: int = 10_000) -> None:
@@ -138,6 +175,8 @@ class LateHours:
         self.dropped = 0
         self._hours: dict[str, set[float]] = {}
         self._size = 0
+        self._pending = asyncio.Event()
+        self._first = self._last = 0.0  # time.monotonic() of the first and the latest note since the last wait
 
     def note(self, model: str, window_start: float, now: float) -> None:
         """A window starting at `window_start` was stored at `now`: remember its hour if that hour is over."""
@@ -145,7 +184,9 @@ class LateHours:
         if hour + 3600 <= now:
             self.add(model, {hour})
 
-    def add(self, model: str, hours: set[float]) -> None:
+    def add(self, model: str, hours: set[float], *, wake: bool = True) -> None:
+        """Note `hours` of `model`; `wake`: the backfill task is to roll them up once settled
+        (else at the evaluator's next pass: for hours whose roll-up failed)."""
         known = self._hours.setdefault(model, set())
         for h in hours - known:
             if self._size >= self.limit:
@@ -153,8 +194,38 @@ class LateHours:
                 continue
             known.add(h)
             self._size += 1
+        if not known:
+            del self._hours[model]
+        elif hours and wake:
+            self.wake()
+
+    def wake(self) -> None:
+        """Have the backfill task roll up the noted hours once settled (no-op when none are noted)."""
+        if self._hours:
+            self._last = time.monotonic()
+            if not self._pending.is_set():
+                self._first = self._last
+                self._pending.set()
+
+    def models(self) -> list[str]:
+        return sorted(self._hours)
+
+    def noted(self, model: str) -> set[float]:
+        return set(self._hours.get(model, ()))
 
     def take(self, model: str) -> set[float]:
         hours = self._hours.pop(model, set())
         self._size -= len(hours)
         return hours
+
+    async def settled(self, quiet: float, max_delay: float) -> None:
+        """Return once hours are noted and either none was noted for `quiet` seconds or the first
+        was noted `max_delay` seconds ago (a backfill still streaming in)."""
+        await self._pending.wait()
+        while True:
+            now = time.monotonic()
+            wait = min(self._last + quiet, self._first + max_delay) - now
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self._pending.clear()

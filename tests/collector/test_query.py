@@ -219,10 +219,11 @@ def test_a_failing_rollup_build_fails_the_query_with_its_own_error(store: Store)
         two.stop()
 
 
-def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None:
-    """Windows ingested after their hour ended are noted at ingest; the evaluator's next pass rolls
-    up those hours and their day, so the first query over that day reads one stored profile."""
-    config = CollectorConfig(db=str(tmp_path / "late.db"), evaluate_interval=0.2)
+def test_backfilled_hours_are_rolled_up_as_they_arrive(tmp_path: Path) -> None:
+    """Windows ingested after their hour ended are noted at ingest and rolled up, with their day, a
+    moment after they stop arriving, not at the evaluator's next pass (an hour away here), so the
+    first query over that day reads one stored profile."""
+    config = CollectorConfig(db=str(tmp_path / "late.db"), evaluate_interval=3600)
     day = 86400.0 * 100
     payloads = [make_profile(day + 3600 * h + 60 * i, model="late", n=20, seed=60 * h + i).to_bytes() for h in (2, 5) for i in range(3)]
     with RunningCollector(config) as running, running.client() as c:
@@ -233,10 +234,51 @@ def test_backfilled_hours_are_rolled_up_by_the_evaluator(tmp_path: Path) -> None
         while state.reader.rollups_built < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert state.reader.rollups_built == 3  # the two hours, then their day
-        assert state.late_hours.take("late") == set()
+        assert state.late_hours.models() == []
         body = c.get("/api/models/late/profile", params={"start": day, "end": day + 86400}).json()
         assert body["parts"] == 1 and body["profile"]["rows"] == 6 * 20
         assert state.reader.rollups_built == 3  # served from the day rollup: nothing rebuilt
+        # One more late window in hour 2: the hour and the day are extended with it.
+        late = make_profile(day + 3600 * 2 + 60 * 30, model="late", n=20, seed=999).to_bytes()
+        assert c.post("/v1/logs", content=otlp_request([late]), headers=PROTOBUF_HEADERS).status_code == 200
+        while state.reader.rollups_built < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.reader.rollups_built == 5 and state.reader.rollups_extended == 2
+        body = c.get("/api/models/late/profile", params={"start": day, "end": day + 86400}).json()
+        assert body["parts"] == 1 and body["profile"]["rows"] == 7 * 20
+
+
+def test_late_hours_settle_when_quiet_or_after_the_longest_delay() -> None:
+    """The backfill task waits for a pause in late windows, but not forever while they keep coming;
+    hours put back after a failed roll-up wait for the evaluator's pass (`wake`)."""
+    from mlwatch.collector.evaluator import LateHours
+
+    async def go() -> None:
+        late = LateHours()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_task(late.settled(0.2, 0.6))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()  # nothing noted yet
+        t0 = time.monotonic()
+        late.note("m", 0.0, 7200.0)
+        await waiter
+        assert 0.15 < time.monotonic() - t0 < 0.5  # quiet for 0.2 s
+        assert late.models() == ["m"] and late.take("m") == {0.0}
+        waiter = loop.create_task(late.settled(0.2, 0.6))
+        t0 = time.monotonic()
+        while not waiter.done():  # a backfill that never pauses for 0.2 s
+            late.note("m", 0.0, 10**6)
+            await asyncio.sleep(0.05)
+        assert 0.55 < time.monotonic() - t0 < 0.9
+        late.take("m")
+        late.add("m", {0.0}, wake=False)
+        waiter = loop.create_task(late.settled(0.05, 0.1))
+        await asyncio.sleep(0.3)
+        assert not waiter.done()
+        late.wake()
+        await asyncio.wait_for(waiter, 1.0)
+
+    asyncio.run(go())
 
 
 def test_a_long_backfill_is_rolled_up_a_day_of_hours_per_pass(tmp_path: Path) -> None:
