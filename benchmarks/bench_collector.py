@@ -10,7 +10,8 @@ with one ingest worker:
   one core ingests. Sent back to back by one sender, then by `--clients` concurrent senders (a
   fleet: each its own instance; one sender leaves the core idle while it waits for each
   answer). profiles/s = stored profiles / wall time; the collector's CPU per profile (server and
-  worker, from /proc) is printed too. Every profile goes through the full path: body cap, OTLP
+  workers, from /proc) is printed too. Once more with the evaluator on: these windows lie in past
+  hours, so its background task rolls them up as they arrive, on the same CPU. Every profile goes through the full path: body cap, OTLP
   decode, duplicate check, the worker's checksum + structural validation + native decode, and
   the insert.
 - day drift: 1,440 minute windows of a 100-feature model stored for one UTC day, then
@@ -133,14 +134,14 @@ def _post(client: httpx.Client, body: bytes) -> None:
 class _CollectorProcess:
     """`mlwatch collector` in its own process (its ingest worker is a child of it), optionally on one CPU."""
 
-    def __init__(self, db: str, cpu: int | None, clients: int) -> None:
+    def __init__(self, db: str, cpu: int | None, clients: int, evaluate_interval: float = 0) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         sock.close()
         pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self.cmd = [
-            *pin, sys.executable, "-m", "mlwatch.collector", "--db", db, "--port", str(self.port), "--evaluate-interval", "0",
+            *pin, sys.executable, "-m", "mlwatch.collector", "--db", db, "--port", str(self.port), "--evaluate-interval", str(evaluate_interval),
             "--max-body-bytes", str(256 * 1024 * 1024), "--max-concurrency", str(max(4, clients)), "--log-level", "warning",
         ]
 
@@ -165,15 +166,19 @@ class _CollectorProcess:
             self.proc.kill()
 
 
-def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients: int, pin: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def bench_ingest(
+    db: str, n_features: int, n_profiles: int, batch: int, clients: int, pin: bool, log: Callable[[str], None], evaluate_interval: float = 0
+) -> dict[str, Any]:
     """Profiles/s through a collector process (on one CPU when `pin`), from `clients` concurrent senders
-    (a fleet: each its own instance), and the collector's CPU (server + worker) per profile."""
+    (a fleet: each its own instance), and the collector's CPU (server + workers) per profile. With
+    `evaluate_interval`, the evaluator runs too: these windows are all in past hours, so the
+    background task rolls them up while they arrive, in the query worker on the same CPU."""
     payloads = _encode(_profile(n_features, 500, seed=n_features), [60.0 * i for i in range(n_profiles)])
     bodies = [_otlp(payloads[i : i + batch], f"i-{(i // batch) % clients}") for i in range(0, n_profiles, batch)]
     split = split_cpus() if pin else None
     cpu, sender_cpus = (split[0], set(split[1])) if split is not None else (None, None)
     before = os.sched_getaffinity(0) if sender_cpus else None
-    with _CollectorProcess(db, cpu, clients) as collector:
+    with _CollectorProcess(db, cpu, clients, evaluate_interval) as collector:
         url = f"http://127.0.0.1:{collector.port}"
         with httpx.Client(base_url=url, timeout=600) as warm:  # the worker's imports and first decode, untimed
             _post(warm, _otlp(payloads[:batch], "warm-up"))
@@ -214,11 +219,12 @@ def bench_ingest(db: str, n_features: int, n_profiles: int, batch: int, clients:
         raise RuntimeError(f"stored {stored} of {n_profiles} (+ the warm-up's)")
     rate = n_profiles / wall
     where = f"collector pinned to CPU {cpu}" if cpu is not None else "collector unpinned"
-    log(f"  ingest {n_features:>3} features, {clients} sender(s): {rate:8.0f} profiles/s  ({n_profiles} profiles of {len(payloads[0]) / 1024:.0f} KiB, "
-        f"{batch} per request, {wall:.2f} s wall; {where}; collector CPU (server + worker) {used / n_profiles * 1e3:.2f} ms per profile)")
+    rolling = f", evaluator on ({evaluate_interval:g} s): late hours rolled up meanwhile" if evaluate_interval else ""
+    log(f"  ingest {n_features:>3} features, {clients} sender(s){rolling}: {rate:8.0f} profiles/s  ({n_profiles} profiles of {len(payloads[0]) / 1024:.0f} KiB, "
+        f"{batch} per request, {wall:.2f} s wall; {where}; collector CPU (server + workers) {used / n_profiles * 1e3:.2f} ms per profile)")
     return {
         "features": n_features, "profiles": n_profiles, "profile_bytes": len(payloads[0]), "clients": clients, "pinned_cpu": cpu,
-        "seconds": wall, "profiles_per_second": rate, "collector_cpu_ms_per_profile": used / n_profiles * 1e3,
+        "evaluate_interval": evaluate_interval, "seconds": wall, "profiles_per_second": rate, "collector_cpu_ms_per_profile": used / n_profiles * 1e3,
     }
 
 
@@ -326,11 +332,12 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     for name, make in stores:
         log(f"{name}:")
         out: dict[str, Any] = {"ingest": [], "day_drift": [], "background_rollup": None}
-        for n_features, clients in ((20, 1), (20, args.clients), (100, args.clients)) if args.only != "drift" else ():
+        runs = ((20, 1, 0.0), (20, args.clients, 0.0), (20, args.clients, 60.0), (100, args.clients, 0.0))
+        for n_features, clients, interval in runs if args.only != "drift" else ():
             db, cleanup = make()
             try:
                 n = n_profiles if n_features == 20 else n_profiles // 2
-                out["ingest"].append(bench_ingest(db, n_features, n, args.batch, clients, not args.no_pin, log))
+                out["ingest"].append(bench_ingest(db, n_features, n, args.batch, clients, not args.no_pin, log, interval))
             finally:
                 cleanup()
         for query_workers in args.query_workers if args.only != "ingest" else ():

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-profile-bytes", type=int, default=8 * 1024 * 1024, help="cap on one profile's bytes")
     parser.add_argument("--max-columns", type=int, default=2000, help="cap on columns per profile section")
     parser.add_argument("--max-concurrency", type=int, default=4, help="ingest requests decoded at once before 429")
-    parser.add_argument("--evaluate-interval", type=float, default=60.0, help="seconds between drift evaluations for /metrics (0: off)")
+    parser.add_argument("--evaluate-interval", type=float, default=60.0, help="seconds between drift evaluations for /metrics and rollups of the last hour and day (0: off, background roll-ups too)")
     parser.add_argument("--moving-reference-windows", type=int, default=60, help="windows in the moving reference")
     parser.add_argument("--alerts", default=os.environ.get(ENV_ALERTS),
                         help=f"alerts TOML file: rules, channels, summary (default: ${ENV_ALERTS}); see docs/collector.md")

@@ -109,7 +109,8 @@ class CollectorConfig:
     - ``workers``: ingest worker processes; ``query_workers``: worker processes merging stored profiles
       for queries (a cold range's rollups are built on all of them at once); ``worker_timeout``/
       ``query_timeout``: seconds one native operation may take before the worker is killed and restarted.
-    - ``evaluate_interval``: seconds between drift evaluations exported on ``/metrics`` (0: off).
+    - ``evaluate_interval``: seconds between drift evaluations exported on ``/metrics``, which also roll
+      up the last complete hour and day (0: off, and with it the rolling up of late hours as they arrive).
     - ``moving_reference_windows``: windows merged into the moving reference when a model has no uploaded one.
     - ``max_windows_per_query``: cap on per-window drift/quality series in one request.
     - ``alerts``: alert rules, channels and summary (`mlwatch.collector.alerts_config.load_alerts_config`),
