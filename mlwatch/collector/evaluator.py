@@ -17,7 +17,6 @@ both loops keep going.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -64,15 +63,19 @@ class Evaluator:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):  # a loop died: report it, and still let the collector shut down cleanly
+                logger.error("mlwatch collector: a background task had failed: %r", outcome)
         self._tasks = []
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            await self.evaluate_once()
+            try:
+                await self.evaluate_once()
+            except Exception:  # the store unreachable, an alert channel failing: next pass
+                self.state.metrics.evaluation_errors += 1
+                logger.exception("mlwatch collector: evaluation pass failed")
 
     async def _backfill_loop(self) -> None:
         late = self.state.late_hours
@@ -81,14 +84,11 @@ class Evaluator:
             await self.roll_up_late_hours()
 
     async def roll_up_late_hours(self) -> None:
-        """Roll up a day's worth of each model's late hours, and their days (the rest stay noted)."""
-        state = self.state
-        for model in state.late_hours.models():
-            try:
-                await self._roll_up_late(model)
-            except Exception:
-                state.metrics.evaluation_errors += 1
-                logger.exception("mlwatch collector: rolling up late hours of %s failed", model)
+        """Roll up a day's worth of each model's late hours, then the days they complete (the rest
+        stay noted). An hour or day that fails is counted, logged, and kept apart until the
+        evaluator's next pass (`LateHours.retry_failed`); the others go on."""
+        for model in self.state.late_hours.models():
+            await self._roll_up_late(model)
 
     async def evaluate_once(self) -> None:
         """One pass over every model; errors are counted per model and never escape."""
@@ -114,7 +114,7 @@ class Evaluator:
                 continue
             state.metrics.evaluations += 1
             state.metrics.drift_results[model] = result
-        state.late_hours.wake()  # late hours whose roll-up failed are retried once per pass
+        state.late_hours.retry_failed()  # late hours whose roll-up failed are retried once per pass
         if state.alerts is not None:
             await state.alerts.evaluate([m["model"] for m in models], time.time())
 
@@ -144,28 +144,37 @@ class Evaluator:
 
     async def _roll_up_late(self, model: str) -> None:
         """Roll up up to a day's worth of the model's late hours, then the days they are in, except
-        days with hours still noted (a backfill still arriving, or the rest of a long one): those
-        are rolled up with their last hours, not rebuilt every time."""
-        reader = self.state.reader
-        late = sorted(self.state.late_hours.take(model))
-        hours, later = set(late[:_LATE_HOURS_PER_PASS]), set(late[_LATE_HOURS_PER_PASS:])
-        self.state.late_hours.add(model, later)
+        days with hours still noted (a backfill still arriving, the rest of a long one, or a failed
+        hour): those are rolled up with their last hours, not rebuilt every time."""
+        late = self.state.late_hours
+        noted = sorted(late.take(model))
+        hours, later = noted[:_LATE_HOURS_PER_PASS], set(noted[_LATE_HOURS_PER_PASS:])
+        late.add(model, later)
+        for h in hours:
+            if not await self._roll_up(model, h, 3600.0):
+                late.fail(model, {h})
+        now_day = math.floor(time.time() / 86400) * 86400
+        busy = {math.floor(h / 86400) * 86400 for h in late.noted(model)}
+        for d in sorted({math.floor(h / 86400) * 86400 for h in hours} - busy):
+            if d + 86400 <= now_day and not await self._roll_up(model, d, 86400.0):
+                late.fail(model, {h for h in hours if d <= h < d + 86400})
+
+    async def _roll_up(self, model: str, start: float, width: float) -> bool:
+        """Roll up [start, start + width); False (counted and logged) when that failed."""
         try:
-            for h in sorted(hours):
-                await reader.parts(model, h, h + 3600, _ALL)
-            now_day = math.floor(time.time() / 86400) * 86400
-            busy = {math.floor(h / 86400) * 86400 for h in self.state.late_hours.noted(model)}
-            for d in sorted({math.floor(h / 86400) * 86400 for h in hours} - busy):  # a day still being backfilled waits
-                if d + 86400 <= now_day:
-                    await reader.parts(model, d, d + 86400, _ALL)
-        except BaseException:
-            self.state.late_hours.add(model, hours, wake=False)  # tried again at the evaluator's next pass
-            raise
+            await self.state.reader.parts(model, start, start + width, _ALL)
+        except Exception:
+            self.state.metrics.evaluation_errors += 1
+            logger.exception("mlwatch collector: rolling up %s from %s (%g s) failed", model, start, width)
+            return False
+        return True
 
 
 class LateHours:
     """Complete hours that received windows after they ended, per model, for `Evaluator`'s backfill task.
 
+    Hours whose roll-up failed are kept apart (`fail`) until `retry_failed`, once per evaluator
+    pass, so a failing hour is neither retried every second nor in the way of the others.
     Bounded: beyond `limit` hours in all, more are counted in `dropped` and left to be rolled up
     by the first query that reads them. Noting and waiting happen on the event loop's thread.
     """
@@ -174,7 +183,7 @@ class LateHours:
         self.limit = limit
         self.dropped = 0
         self._hours: dict[str, set[float]] = {}
-        self._size = 0
+        self._failed: dict[str, set[float]] = {}
         self._pending = asyncio.Event()
         self._first = self._last = 0.0  # time.monotonic() of the first and the latest note since the last wait
 
@@ -184,39 +193,51 @@ class LateHours:
         if hour + 3600 <= now:
             self.add(model, {hour})
 
-    def add(self, model: str, hours: set[float], *, wake: bool = True) -> None:
-        """Note `hours` of `model`; `wake`: the backfill task is to roll them up once settled
-        (else at the evaluator's next pass: for hours whose roll-up failed)."""
-        known = self._hours.setdefault(model, set())
-        for h in hours - known:
-            if self._size >= self.limit:
-                self.dropped += 1
-                continue
-            known.add(h)
-            self._size += 1
-        if not known:
-            del self._hours[model]
-        elif hours and wake:
-            self.wake()
+    def _size(self) -> int:
+        return sum(map(len, self._hours.values())) + sum(map(len, self._failed.values()))
 
-    def wake(self) -> None:
-        """Have the backfill task roll up the noted hours once settled (no-op when none are noted)."""
-        if self._hours:
-            self._last = time.monotonic()
-            if not self._pending.is_set():
-                self._first = self._last
-                self._pending.set()
+    def _put(self, where: dict[str, set[float]], model: str, hours: set[float]) -> None:
+        known = where.setdefault(model, set())
+        new = hours - known
+        room = self.limit - self._size() if new else 0
+        if len(new) > room:
+            self.dropped += len(new) - max(room, 0)
+            new = set(sorted(new)[: max(room, 0)])
+        known |= new
+        if not known:
+            del where[model]
+
+    def add(self, model: str, hours: set[float]) -> None:
+        """Note `hours` of `model`: the backfill task rolls them up once late windows settle."""
+        self._put(self._hours, model, hours)
+        if hours:
+            self._wake()
+
+    def fail(self, model: str, hours: set[float]) -> None:
+        """Keep `hours`, whose roll-up failed, apart until `retry_failed`."""
+        self._put(self._failed, model, hours)
+
+    def retry_failed(self) -> None:
+        """Note the failed hours again (once per evaluator pass)."""
+        failed, self._failed = self._failed, {}
+        for model, hours in failed.items():
+            self.add(model, hours)
+
+    def _wake(self) -> None:
+        self._last = time.monotonic()
+        if not self._pending.is_set():
+            self._first = self._last
+            self._pending.set()
 
     def models(self) -> list[str]:
         return sorted(self._hours)
 
     def noted(self, model: str) -> set[float]:
-        return set(self._hours.get(model, ()))
+        """The model's hours waiting to be rolled up, failed ones included."""
+        return self._hours.get(model, set()) | self._failed.get(model, set())
 
     def take(self, model: str) -> set[float]:
-        hours = self._hours.pop(model, set())
-        self._size -= len(hours)
-        return hours
+        return self._hours.pop(model, set())
 
     async def settled(self, quiet: float, max_delay: float) -> None:
         """Return once hours are noted and either none was noted for `quiet` seconds or the first

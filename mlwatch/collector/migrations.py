@@ -107,6 +107,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         tuple(f"ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL" for table in ("profiles", "rollups", "model_references")),
         only=("postgresql",),
     ),
+    Migration(
+        3,
+        "rollups dropped once: those written before version 3 may not record exactly the rows they merged",
+        # Rollups are a cache, rebuilt on the next read. Before version 3 a rollup recorded the
+        # planning-time row count and highest id while merging the rows read a moment later, and a
+        # stale rollup was extended with the rows above its highest id from version 3 on: a row
+        # that arrived in between would be counted twice.
+        ("DELETE FROM rollups",),
+    ),
 )
 
 

@@ -192,11 +192,14 @@ class RangeReader:
             if old is None:
                 return None
             below, new = await self._db(self.store.rows_after, key, bucket, end, old.max_id, EXTEND_MAX_ROWS + 1)
-            if below != old.n_parts or not new or len(new) > EXTEND_MAX_ROWS:
+            if below != old.n_parts or len(new) > EXTEND_MAX_ROWS:
                 return None
+            if not new:  # brought up to date meanwhile (by another query or the evaluator): it has every row
+                return Part(key, tier, bucket, old.payload, old.n_parts, old.max_id)
             merged = await self.pool.call("merge", [old.payload, *(p for _, p in new)])
+        part = await self._store(key, tier, bucket, bucket_end, old.n_parts + len(new), max(i for i, _ in new), merged)
         self.rollups_extended += 1
-        return await self._store(key, tier, bucket, bucket_end, old.n_parts + len(new), max(i for i, _ in new), merged)
+        return part
 
     async def _store(self, key: SeriesKey, tier: float, bucket: float, bucket_end: float, n_parts: int, max_id: int, merged: bytes) -> Part:
         await self._db(self.store.put_rollup, Rollup(key, tier, bucket, bucket_end, n_parts, max_id, merged))
