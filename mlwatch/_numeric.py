@@ -75,10 +75,13 @@ class NumericSummary:
     def _combine(self, n_b: int, mean_b: float, m2_b: float, min_b: float, max_b: float) -> None:
         n_a = self.n
         n = n_a + n_b
-        delta = mean_b - self.mean
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.mean += delta * (n_b / n)
-            self.m2 += m2_b + delta * delta * n_a * n_b / n
+        if n_a == 0:  # not by the formula: for |mean| > 1e154 its 0 * inf cross term is NaN
+            self.mean, self.m2 = mean_b, m2_b
+        else:
+            delta = mean_b - self.mean
+            with np.errstate(over="ignore", invalid="ignore"):
+                self.mean += delta * (n_b / n)
+                self.m2 += m2_b + delta * delta * n_a * n_b / n
         self.n = n
         self.min = min(self.min, min_b)
         self.max = max(self.max, max_b)

@@ -24,12 +24,14 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import count, islice, repeat
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from mlwatch import _fast
 from mlwatch._extract import PREDICTION, Binding, CallInputs, apply_rows, split_by_segment, split_inputs, split_outputs
 from mlwatch._extract import SCALAR_TYPES as _SCALAR_TYPES
 from mlwatch._gil import offer
@@ -241,7 +243,10 @@ class Recorder:
             starts, durations, all_args, all_kwargs, results, errors, sampled = zip(*recs, strict=True)
             del starts
             prof.calls += n
-            lat = np.array(durations, dtype=np.float64) / 1e9
+            lat = _floats(durations)
+            if lat is None:
+                lat = np.array(durations, dtype=np.float64)
+            lat /= 1e9
             prof.record_latency(lat[lat >= 0], k=self.config.kll_k)
             if errors.count(None) != n:
                 for name, c in Counter(errors).items():
@@ -261,8 +266,11 @@ class Recorder:
         out_rows: list[dict[str, Any]] = []
         out_batches: list[Any] = []
         kept = results if all_sampled else [r for r, s in zip(results, sampled, strict=True) if s]
-        kinds = set(map(type, kept))
-        if kinds <= _SCALAR_TYPES:  # errors left None results: they are skipped as missing outputs
+        floats = _floats(kept)  # the common case, in C: what profiling a list of them would make of them
+        if floats is not None:
+            if floats.shape[0]:
+                out_batches.append({PREDICTION: floats})
+        elif (kinds := set(map(type, kept))) <= _SCALAR_TYPES:  # errors left None results: skipped as missing outputs
             scalars = list(kept) if type(None) not in kinds else [r for r in kept if r is not None]
             if scalars:
                 out_batches.append({PREDICTION: scalars})
@@ -281,7 +289,7 @@ class Recorder:
             # Every dict must be a row (checked cheaply on its first value; see is_row_dict), not just
             # the first call's: a later call may pass a dict of columns.
             # All in C: each dict's first value (None for an empty dict), its type, a set lookup.
-            if set(map(type, firsts)) == {dict} and _all_row_dicts(firsts):
+            if _all_row_dicts(firsts):
                 inputs.rows.extend(firsts)
                 return
         binding = self.binding
@@ -342,9 +350,23 @@ def by_window(records: list[Any], wall_offset_ns: int, width_ns: int) -> dict[in
 _DICT_OR_NONE = frozenset({dict, type(None)})
 
 
-def _all_row_dicts(dicts: list[dict[Any, Any]]) -> bool:
-    """Whether every dict is one row (its first value a scalar: `is_row_dict`'s rule), all in C."""
-    return all(map(_SCALAR_TYPES.__contains__, map(type, map(next, map(iter, map(dict.values, dicts)), repeat(None)))))
+def _floats(values: Sequence[Any]) -> npt.NDArray[np.float64] | None:
+    """float64 of a list or tuple of floats and ints in one C pass; None when they are not all such."""
+    fast = _fast.SPEEDUPS
+    if fast is not None and type(values) in (list, tuple):
+        out = np.empty(len(values))
+        if fast.fill_floats(values, out):
+            return out
+    return None
+
+
+def _all_row_dicts(dicts: list[Any]) -> bool:
+    """Whether every item is a dict that is one row (its first value a scalar: `is_row_dict`'s rule), all in C."""
+    fast = _fast.SPEEDUPS
+    if fast is not None:
+        return bool(fast.all_row_dicts(dicts, _SCALAR_TYPES))
+    first_values = map(next, map(iter, map(dict.values, dicts)), repeat(None))
+    return set(map(type, dicts)) == {dict} and all(map(_SCALAR_TYPES.__contains__, map(type, first_values)))
 
 
 def _segment_key(segment: Mapping[str, str]) -> str:

@@ -13,11 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from mlwatch import _fast
 from mlwatch._gil import offer
 
-__all__ = ["SCALAR_TYPES", "TypedColumn", "is_row_dict", "to_columns"]
+__all__ = ["SCALAR_TYPES", "StrCounts", "TypedColumn", "is_row_dict", "to_columns"]
 
 Columns = dict[str, Any]
+
+#: Values read per call into the C loops (`_from_dict_rows`): well under a millisecond holding the GIL.
+READ_CHUNK = 16_384
 
 #: Types of a single value (not a row, not a column).
 SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, bool, type(None), np.float64, np.int64, np.float32, np.int32, np.bool_})
@@ -27,11 +31,13 @@ def _module(obj: object) -> str:
     return type(obj).__module__ or ""
 
 
-def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> tuple[int, Columns]:
+def to_columns(data: Any, feature_names: Sequence[str] | None = None, *, count_strings: bool = False) -> tuple[int, Columns]:
     """(row count, {column name: batch of values}) for any supported input shape.
 
     Never raises for odd data: an unrecognised object becomes a single column ``value`` so its
-    type is counted as a data-quality signal rather than lost.
+    type is counted as a data-quality signal rather than lost. With `count_strings`, a string
+    column of dict rows may come back already counted (`StrCounts`): for callers that only
+    profile the columns, not for those that need each row's value.
     """
     mod = _module(data)
     if mod.startswith("pandas") and hasattr(data, "columns") and hasattr(data, "iloc"):
@@ -47,7 +53,7 @@ def to_columns(data: Any, feature_names: Sequence[str] | None = None) -> tuple[i
     if isinstance(data, Mapping):
         return _from_mapping(data)
     if isinstance(data, (list, tuple)):
-        return _from_rows(data, feature_names)
+        return _from_rows(data, feature_names, count_strings)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return 1, {f.name: [getattr(data, f.name, None)] for f in dataclasses.fields(data)}
     dump = getattr(data, "model_dump", None)  # pydantic v2
@@ -127,14 +133,14 @@ def _length(value: Any) -> int:
         return 1
 
 
-def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None) -> tuple[int, Columns]:
+def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None, count_strings: bool = False) -> tuple[int, Columns]:
     """A list of dict rows (keys may differ: absent keys count as missing) or of sequences."""
     n = len(rows)
     if n == 0:
         return 0, {}
     first = rows[0]
     if type(first) is dict and set(map(type, rows)) == {dict}:
-        return n, _from_dict_rows(rows)
+        return n, _from_dict_rows(rows if type(rows) is list else list(rows), count_strings)
     if isinstance(first, Mapping):
         keys: dict[Any, None] = {}
         for row in rows:
@@ -166,20 +172,50 @@ class TypedColumn(list[Any]):
         self.types = set(map(type, self)) if types is None else types
 
 
-def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
+class StrCounts:
+    """A column of strings, already counted: {value: count} over `n` rows (`ColumnProfile.update` takes it)."""
+
+    __slots__ = ("counts", "n")
+
+    def __init__(self, counts: dict[str, int], n: int) -> None:
+        self.counts = counts
+        self.n = n
+
+
+def _from_dict_rows(rows: list[dict[Any, Any]], count_strings: bool = False) -> Columns:
     """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
 
-    Each column is read in C (`map` of an `itemgetter` over the rows), one column at a time so the
-    GIL is offered between columns (`mlwatch._gil`). An absent key reads as None, which is what it
-    means (missing). Keys the first row lacks can only hide in rows longer than the first, or in
-    rows that miss one of its keys (and so hold a None in some column): only those rows are scanned
-    for extra keys.
+    With the C loops (`mlwatch._fast`), a column of floats and ints becomes a float64 array and a
+    column of strings (with `count_strings`) its counts, in one pass each; any other column, or
+    one with a value of another type, is read in C by `map` of an `itemgetter` over the rows. One
+    column at a time, so the GIL is offered between columns (`mlwatch._gil`). An absent key reads
+    as None, which is what it means (missing). Keys the first row lacks can only hide in rows
+    longer than the first, or in rows that miss one of its keys (and so hold a None in some
+    column): only those rows are scanned for extra keys.
     """
     first = rows[0]
     n0 = len(first)
-    cols: dict[Any, TypedColumn] = {}
+    read: dict[Any, Any] = {}  # columns the C loops read
+    fast = _fast.SPEEDUPS
+    if fast is not None:  # floats (and strings) in C, a few columns per pass; what it leaves, as below
+        keys = tuple(first)
+        n = len(rows)
+        step = max(1, READ_CHUNK // n)  # each native call holds the GIL for about READ_CHUNK values
+        for start in range(0, len(keys), step):
+            group = keys[start : start + step]
+            block = np.empty((len(group), n))
+            for key, got, floats in zip(group, fast.columns_from_dicts(rows, group, block, count_strings), block, strict=True):
+                if got is True:
+                    read[key] = floats
+                elif got is not None:
+                    read[key] = StrCounts(got, n)
+            offer()
+    cols: dict[Any, Any] = {}
     complete = True
     for key in first:
+        if key in read:
+            cols[key] = read[key]
+            continue
         try:
             cols[key] = TypedColumn(map(operator.itemgetter(key), rows))
         except KeyError:
@@ -190,8 +226,8 @@ def _from_dict_rows(rows: Sequence[dict[Any, Any]]) -> Columns:
     if not complete or sum(map(len, rows)) != n0 * len(rows):
         suspects.update(i for i, length in enumerate(map(len, rows)) if length != n0)
     if not complete:
-        for col in cols.values():
-            if type(None) in col.types:
+        for col in cols.values():  # a column the C loops read holds no None
+            if type(None) in getattr(col, "types", ()):
                 suspects.update(i for i, v in enumerate(col) if v is None)
     if suspects:
         extra: dict[Any, None] = {}

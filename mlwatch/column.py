@@ -22,6 +22,7 @@ import numpy.typing as npt
 from mlwatch._errors import ConfigError, ProfileMergeError
 from mlwatch._numeric import DEFAULT_EXTREMES, NumericSummary
 from mlwatch._sketches import DEFAULT_FREQ_LG, DEFAULT_HLL_LG, DEFAULT_KLL_K, FrequentSketch, HllSketch, KllSketch
+from mlwatch._tabular import StrCounts
 
 __all__ = ["DEFAULT_MAX_CATEGORY_LENGTH", "KINDS", "ColumnProfile", "Kind", "as_array"]
 
@@ -202,11 +203,16 @@ class ColumnProfile:
         self._add_categories({_number_label(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)})
 
     def update(self, values: Any) -> None:
-        """Add one batch of values: a numpy array, a pandas/polars Series, or any sequence.
+        """Add one batch of values: a numpy array, a pandas/polars Series, any sequence, or strings
+        already counted (`StrCounts`).
 
         Vectorised for numeric arrays; object data is counted once per distinct value. Values of
         any type are accepted: what does not fit is counted, never raised.
         """
+        if type(values) is StrCounts:  # what a list of these strings gives, counted in C
+            self.count += values.n
+            self._classify_counts(values.counts.items())
+            return
         if isinstance(values, list):
             self.count += len(values)
             if values:
@@ -322,6 +328,8 @@ class ColumnProfile:
                     if declared in ("categorical", "text"):
                         if math.isnan(f):
                             self.missing += c
+                        elif math.isinf(f):  # as in a float array: non-finite, not a category "inf"
+                            self.non_finite += c
                         else:
                             label = _number_label(value)
                             categories[label] = categories.get(label, 0) + c

@@ -139,7 +139,7 @@ def update_profile(
     feature_names: Sequence[str] | None = None,
 ) -> int:
     """Fold a batch of rows into `target`'s input columns (or its ``outputs``); returns the row count."""
-    rows, cols = to_columns(data, feature_names)
+    rows, cols = to_columns(data, feature_names, count_strings=True)
     store: dict[str, ColumnProfile] = target.columns if section == "columns" else target.outputs
     for name, values in cols.items():
         if section == "columns" and not config.keeps(name):

@@ -121,6 +121,10 @@ def test_huge_ints_and_overflow_do_not_raise() -> None:
     col2 = ColumnProfile("huge")
     col2.update(np.array([1.7e308, 1.7e308, 1.7e308]))
     assert col2.numeric is not None and math.isfinite(col2.numeric.mean)
+    assert col2.numeric.m2 == 0.0  # the first batch's moments are its own: no 0 * inf cross term
+    col3 = ColumnProfile("one")
+    col3.update(np.array([1.5e154]))
+    assert col3.numeric is not None and col3.numeric.variance == 0.0
 
 
 def test_datetimes_become_epoch_seconds() -> None:

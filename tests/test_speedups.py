@@ -1,0 +1,221 @@
+"""The optional C loops (`mlwatch._speedups`): each function's contract, and that profiles made with
+them hold exactly what the Python paths make of the same data."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sysconfig
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mlwatch
+from mlwatch import Profile, _fast
+from mlwatch._tabular import SCALAR_TYPES, StrCounts, to_columns
+from mlwatch.column import ColumnProfile
+from mlwatch.profiling import ProfileConfig, update_profile
+from mlwatch.testing import capture
+
+needs_speedups = pytest.mark.skipif(not _fast.AVAILABLE, reason="mlwatch._speedups was not built (no C compiler)")
+
+
+def test_built_wherever_a_compiler_is() -> None:
+    """An install with a C compiler has the C loops; a failed build would otherwise only show as slowness."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc}): mlwatch runs on its Python paths")
+    assert _fast.AVAILABLE
+
+
+@pytest.fixture
+def speedups() -> Any:
+    if _fast.SPEEDUPS is None:
+        pytest.skip("mlwatch._speedups was not built (no C compiler)")
+    return _fast.SPEEDUPS
+
+
+def test_fill_floats_takes_floats_and_exact_ints_only(speedups: Any) -> None:
+    out = np.empty(4)
+    assert speedups.fill_floats([1.5, 2, -(2**53), np.float64(0.25)], out)
+    assert out.tolist() == [1.5, 2.0, -(2.0**53), 0.25]
+    assert speedups.fill_floats((float("nan"), float("inf"), 0.0, 1), out)  # NaN and inf are the profile's to judge
+    assert math.isnan(out[0]) and out[1] == math.inf
+    one = np.empty(1)
+    for value in (True, 2**53 + 1, -(2**53) - 1, 10**400, np.float32(1.0), np.int64(3), "1.5", None, [1.0]):
+        assert not speedups.fill_floats([value], one), value
+    assert speedups.fill_floats([], np.empty(0))
+
+
+def test_buffers_are_checked(speedups: Any) -> None:
+    for bad in (np.empty(3), np.empty(2, dtype=np.float32), np.empty(4)[::2], b"x" * 16):
+        with pytest.raises((ValueError, TypeError, BufferError)):
+            speedups.fill_floats([1.0, 2.0], bad)
+    readonly = np.empty(2)
+    readonly.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        speedups.fill_floats([1.0, 2.0], readonly)
+    with pytest.raises(TypeError):
+        speedups.fill_floats({1.0, 2.0}, np.empty(2))
+    with pytest.raises(TypeError):
+        speedups.columns_from_dicts(({"a": 1.0},), ("a",), np.empty(1), True)
+    with pytest.raises(ValueError, match="one item per value"):
+        speedups.columns_from_dicts([{"a": 1.0}], ("a",), np.empty(2), True)
+
+
+def test_columns_from_dicts_reads_each_column_by_its_first_row(speedups: Any) -> None:
+    rows = [
+        {"x": 1.0, "n": 3, "s": "DE", "late_none": 1.0, "mixed": "a", "big": 1, "b": True, "absent": 1.0},
+        {"x": 2.5, "n": 4, "s": "FR", "late_none": None, "mixed": 2.0, "big": 2**60, "b": False},
+        {"x": -1.0, "n": 5, "s": "DE", "late_none": 2.0, "mixed": "a", "big": 3, "b": True, "absent": 2.0},
+    ]
+    keys = tuple(rows[0])
+    block = np.empty((len(keys), len(rows)))
+    got = dict(zip(keys, speedups.columns_from_dicts(rows, keys, block, True), strict=True))
+    assert got == {"x": True, "n": True, "s": {"DE": 2, "FR": 1}, "late_none": None, "mixed": None, "big": None, "b": None, "absent": None}
+    assert block[0].tolist() == [1.0, 2.5, -1.0] and block[1].tolist() == [3.0, 4.0, 5.0]
+    assert speedups.columns_from_dicts(rows, ("s",), np.empty((1, 3)), False) == [None]  # strings only when asked
+    assert speedups.columns_from_dicts([{"a": 1.0}, [1.0]], ("a",), np.empty((1, 2)), True) == [None]  # not a dict
+    assert speedups.columns_from_dicts([], ("a",), np.empty((1, 0)), True) == [None]  # no first row: nothing decided
+    assert speedups.columns_from_dicts([{"a": 1.0}], (), np.empty(0), True) == []
+
+
+def test_a_key_whose_eq_mutates_the_rows_does_not_crash(speedups: Any) -> None:
+    """A dict lookup may run a key's __eq__ (equal hashes): the rows may change under the C loop."""
+    rows: list[dict[Any, Any]] = []
+    armed = False
+
+    class Evil:
+        def __hash__(self) -> int:
+            return hash("a")
+
+        def __eq__(self, other: object) -> bool:
+            if armed:
+                rows.clear()
+            return False
+
+    rows.extend({Evil(): 0, "a": float(i)} for i in range(100))
+    armed = True
+    assert speedups.columns_from_dicts(rows, ("a",), np.empty((1, 100)), True) == [None]
+    assert rows == []
+
+
+def test_all_row_dicts(speedups: Any) -> None:
+    assert speedups.all_row_dicts([{"a": 1.0}, {"b": "x"}, {}], SCALAR_TYPES)
+    assert not speedups.all_row_dicts([{"a": 1.0}, {"a": [1.0, 2.0]}], SCALAR_TYPES)  # a dict of columns
+    assert not speedups.all_row_dicts([{"a": 1.0}, [1.0]], SCALAR_TYPES)
+    assert speedups.all_row_dicts([], SCALAR_TYPES)
+    with pytest.raises(TypeError):
+        speedups.all_row_dicts([{}], set(SCALAR_TYPES))
+
+
+@needs_speedups
+def test_string_columns_come_counted_only_for_profiling() -> None:
+    rows = [{"s": "a", "x": 1.0}, {"s": "b", "x": 2.0}]
+    _, plain = to_columns(rows)
+    assert plain["s"] == ["a", "b"] and plain["x"].tolist() == [1.0, 2.0]
+    _, counted = to_columns(rows, count_strings=True)
+    assert isinstance(counted["s"], StrCounts) and counted["s"].counts == {"a": 1, "b": 1} and counted["s"].n == 2
+
+
+# Values a feature may hold: every type the C loops take, and what they must hand back.
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**60), 2**60),
+    st.integers(-5, 5),
+    st.sampled_from(["DE", "FR", "", "x" * 150]),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True).map(np.float64),
+    st.integers(-5, 5).map(np.int64),
+    st.just([1.0]),
+)
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Dict rows with a few columns, each of one type or mixed, keys sometimes absent or extra."""
+    n = draw(st.integers(1, 40))
+    columns = {}
+    for name in draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, min_size=1, max_size=4)):
+        single = draw(st.booleans())
+        strategy = draw(st.sampled_from([st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**60), 2**60), st.sampled_from(["DE", "FR", "x" * 150])])) if single else _values
+        columns[name] = draw(st.lists(strategy, min_size=n, max_size=n))
+    rows = [{name: values[i] for name, values in columns.items()} for i in range(n)]
+    for row in rows:
+        if draw(st.integers(0, 9)) == 0 and row:
+            row.pop(draw(st.sampled_from(sorted(row))))
+        if draw(st.integers(0, 9)) == 0:
+            row["extra"] = draw(_values)
+    return rows
+
+
+def _digest(col: ColumnProfile) -> tuple[Any, ...]:
+    """Everything a column holds. Not its bytes: a frequent-items sketch's layout follows the order
+    values were first seen in, which differs (np.unique sorts a float column's categories)."""
+    num = col.numeric
+    numeric = None if num is None else (num.n, num.mean, num.m2, num.min, num.max, num.low.tolist(), num.high.tolist(), [a.tolist() for a in num.kll.items()])
+    text = None if col.text_length is None else [a.tolist() for a in col.text_length.items()]
+    counters = (col.count, col.missing, col.non_finite, col.n_numeric, col.n_categorical, col.n_text, col.n_other, col.kind)
+    return counters, numeric, sorted(col.category_counts().items()), col.distinct_estimate(), text
+
+
+def _profile_both_ways(rows: list[dict[str, Any]], config: ProfileConfig, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    fast, slow = Profile("m"), Profile("m")
+    update_profile(fast, [r.copy() for r in rows], config)
+    with monkeypatch.context() as m:
+        m.setattr(_fast, "SPEEDUPS", None)
+        update_profile(slow, [r.copy() for r in rows], config)
+    return [(name, _digest(c)) for name, c in fast.columns.items()], [(name, _digest(c)) for name, c in slow.columns.items()]
+
+
+@needs_speedups
+@settings(max_examples=300, deadline=None)
+@given(rows=_rows(), kind=st.sampled_from([None, "numeric", "categorical", "text"]))
+def test_profiles_equal_the_python_paths(rows: list[dict[str, Any]], kind: str | None) -> None:
+    config = ProfileConfig.build(**({kind: ["a", "b"]} if kind else {}))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = _profile_both_ways(rows, config, monkeypatch)
+    assert repr(fast) == repr(slow)  # repr: NaN equals NaN
+
+
+def test_lists_of_numbers_and_float_arrays_agree_in_a_categorical_column() -> None:
+    """The same values, as a list or as a float array, give the same profile: ±inf is non-finite."""
+    values = [1.0, 2.0, math.inf, -math.inf, math.nan, 2.0]
+    as_list, as_array = ColumnProfile("c", kind="categorical"), ColumnProfile("c", kind="categorical")
+    as_list.update(values)
+    as_array.update(np.array(values))
+    for col in (as_list, as_array):
+        assert (col.count, col.missing, col.non_finite, col.n_categorical) == (6, 1, 2, 3)
+        assert col.category_counts() == {"1": 1, "2": 2}
+
+
+@needs_speedups
+def test_monitored_calls_profile_the_same_with_and_without_the_c_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    @mlwatch.monitor(model="t_speedups")
+    def predict(features: dict[str, Any]) -> Any:
+        return features["x"] * 2 if features["x"] is not None else None
+
+    # Fewer values than KLL's k: its compactions (random) never run, so its items can be compared.
+    calls = [{"x": float(i), "n": i, "country": "DE" if i % 3 else "FR"} for i in range(150)]
+    calls[7]["x"] = None
+    calls[9]["country"] = 3
+
+    def run() -> Profile:
+        with capture(flush_interval=60.0) as cap:
+            for features in calls:
+                predict(features)
+            return cap.merged("t_speedups")
+
+    fast = run()
+    monkeypatch.setattr(_fast, "SPEEDUPS", None)
+    slow = run()
+    assert fast.calls == slow.calls == 150
+    for a, b in ((fast.columns, slow.columns), (fast.outputs, slow.outputs)):
+        assert sorted(a) == sorted(b)
+        for name in a:
+            assert repr(_digest(a[name])) == repr(_digest(b[name])), name
