@@ -1,25 +1,35 @@
-"""The aggregator's optional C loops (`mlwatch._speedups`), or None where they were not built.
+"""The aggregator's optional C loops (`mlwatch._speedups`), or None where they are not in use.
 
 Built by `pip install` wherever a C compiler is present; without one mlwatch installs and gives the
 same results through its Python paths, only slower. Read `SPEEDUPS` at call time (tests swap it).
+The loops rely on the GIL, so a free-threaded CPython build does not load them (importing an
+extension that does not declare itself free-threading-safe would switch the GIL back on for the
+whole host process).
 """
 
 from __future__ import annotations
 
+import sysconfig
 from types import ModuleType
 
 import numpy as np
 
 __all__ = ["AVAILABLE", "SPEEDUPS"]
 
-SPEEDUPS: ModuleType | None
-try:
-    from mlwatch import _speedups as SPEEDUPS
-except ImportError:  # built without a compiler: the Python paths do the same work
-    SPEEDUPS = None
 
-if SPEEDUPS is not None:
-    SPEEDUPS.set_float64(np.float64)
+def _load() -> ModuleType | None:
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    try:
+        from mlwatch import _speedups
+
+        _speedups.set_float64(np.float64)
+    except Exception:  # not built (no compiler), or a numpy whose float64 is laid out differently
+        return None
+    return _speedups
+
+
+SPEEDUPS: ModuleType | None = _load()
 
 #: Whether the C loops are in use in this installation.
 AVAILABLE: bool = SPEEDUPS is not None

@@ -366,7 +366,7 @@ def _all_row_dicts(dicts: list[Any]) -> bool:
     if fast is not None:
         return bool(fast.all_row_dicts(dicts, _SCALAR_TYPES))
     first_values = map(next, map(iter, map(dict.values, dicts)), repeat(None))
-    return set(map(type, dicts)) == {dict} and all(map(_SCALAR_TYPES.__contains__, map(type, first_values)))
+    return set(map(type, dicts)) <= {dict} and all(map(_SCALAR_TYPES.__contains__, map(type, first_values)))
 
 
 def _segment_key(segment: Mapping[str, str]) -> str:

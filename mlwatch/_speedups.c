@@ -45,6 +45,10 @@ as_double(PyObject *v, double *out)
 static int
 get_out(PyObject *out, Py_buffer *view, Py_ssize_t n)
 {
+    if (n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_OverflowError, "too many values");
+        return -1;
+    }
     if (PyObject_GetBuffer(out, view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
         return -1;
     }
@@ -65,7 +69,8 @@ get_out(PyObject *out, Py_buffer *view, Py_ssize_t n)
 }
 
 /* The value of `key` in rows[i], a new reference; NULL when the row is not an exact dict, lacks the
-   key, or the lookup raised (the error is cleared: the general path will meet it again). */
+   key, or the lookup raised. An Exception is cleared (the general path will meet it again); a
+   BaseException such as KeyboardInterrupt stays set, for the caller to return NULL with. */
 static PyObject *
 row_value(PyObject *rows, Py_ssize_t i, PyObject *key)
 {
@@ -80,8 +85,8 @@ row_value(PyObject *rows, Py_ssize_t i, PyObject *key)
     PyObject *v = PyDict_GetItemWithError(row, key);
     Py_XINCREF(v);
     Py_DECREF(row);
-    if (v == NULL) {
-        PyErr_Clear();
+    if (v == NULL && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear(); /* KeyboardInterrupt, SystemExit and the like stay raised */
     }
     return v;
 }
@@ -105,11 +110,17 @@ fill_floats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "values must be a list or a tuple");
         return NULL;
     }
-    /* as_double runs no Python code, so the sequence cannot change under the loop. */
+    /* The buffer first: getting it may run Python code (a __buffer__), which could change `values`.
+       as_double runs none, so the items cannot change under the loop. */
+    Py_buffer view;
+    if (get_out(args[1], &view, PySequence_Fast_GET_SIZE(values)) < 0) {
+        return NULL;
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(values);
     PyObject **items = PySequence_Fast_ITEMS(values);
-    Py_buffer view;
-    if (get_out(args[1], &view, n) < 0) {
+    if (view.len != n * (Py_ssize_t)sizeof(double)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "out must be a writable, contiguous float64 buffer with one item per value");
         return NULL;
     }
     double *dst = (double *)view.buf;
@@ -227,6 +238,10 @@ columns_from_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(rows), width = PyTuple_GET_SIZE(keys);
+    if (width && n > PY_SSIZE_T_MAX / width / (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_OverflowError, "too many values");
+        return NULL;
+    }
     Py_buffer view;
     if (get_out(args[2], &view, n * width) < 0) {
         return NULL;
@@ -246,6 +261,9 @@ columns_from_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 continue;
             }
             PyObject *v = row_value(rows, i, PyTuple_GET_ITEM(keys, j));
+            if (v == NULL && PyErr_Occurred()) {
+                goto done;
+            }
             if (c->state == 0) { /* first row: what this column is to be */
                 if (v != NULL && (PyFloat_CheckExact(v) || PyLong_CheckExact(v) || Py_TYPE(v) == float64_type)) {
                     c->state = COL_FLOATS;
@@ -321,7 +339,8 @@ all_row_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *values = args[0], *types = args[1];
-    /* Membership of a type object in a frozenset of types hashes by identity: no Python code. */
+    /* Membership hashes the type, which runs Python code only under a metaclass defining __hash__
+       or __eq__: the type is held meanwhile, and the list re-read on each step. */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         PyObject *d = PyList_GET_ITEM(values, i);
         if (!PyDict_CheckExact(d)) {
@@ -330,7 +349,9 @@ all_row_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t pos = 0;
         PyObject *k, *v;
         PyObject *t = PyDict_Next(d, &pos, &k, &v) ? (PyObject *)Py_TYPE(v) : (PyObject *)Py_TYPE(Py_None);
+        Py_INCREF(t);
         int in = PySet_Contains(types, t);
+        Py_DECREF(t);
         if (in < 0) {
             return NULL;
         }

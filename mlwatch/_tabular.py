@@ -20,7 +20,8 @@ __all__ = ["SCALAR_TYPES", "StrCounts", "TypedColumn", "is_row_dict", "to_column
 
 Columns = dict[str, Any]
 
-#: Values read per call into the C loops (`_from_dict_rows`): well under a millisecond holding the GIL.
+#: Values read per call into the C loops (`_from_dict_rows`), at least one column: well under a
+#: millisecond holding the GIL for batches up to this many rows.
 READ_CHUNK = 16_384
 
 #: Types of a single value (not a row, not a column).
@@ -31,13 +32,16 @@ def _module(obj: object) -> str:
     return type(obj).__module__ or ""
 
 
-def to_columns(data: Any, feature_names: Sequence[str] | None = None, *, count_strings: bool = False) -> tuple[int, Columns]:
+def to_columns(
+    data: Any, feature_names: Sequence[str] | None = None, *, float_arrays: bool = False, string_counts: bool = False
+) -> tuple[int, Columns]:
     """(row count, {column name: batch of values}) for any supported input shape.
 
     Never raises for odd data: an unrecognised object becomes a single column ``value`` so its
-    type is counted as a data-quality signal rather than lost. With `count_strings`, a string
-    column of dict rows may come back already counted (`StrCounts`): for callers that only
-    profile the columns, not for those that need each row's value.
+    type is counted as a data-quality signal rather than lost. For callers that only profile the
+    columns (what a column profile makes of the values is the same, not the values themselves):
+    with `float_arrays`, a column of floats and ints in dict rows may come back as a float64 array
+    (3 becomes 3.0); with `string_counts`, a column of strings may come back counted (`StrCounts`).
     """
     mod = _module(data)
     if mod.startswith("pandas") and hasattr(data, "columns") and hasattr(data, "iloc"):
@@ -53,7 +57,7 @@ def to_columns(data: Any, feature_names: Sequence[str] | None = None, *, count_s
     if isinstance(data, Mapping):
         return _from_mapping(data)
     if isinstance(data, (list, tuple)):
-        return _from_rows(data, feature_names, count_strings)
+        return _from_rows(data, feature_names, float_arrays, string_counts)
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return 1, {f.name: [getattr(data, f.name, None)] for f in dataclasses.fields(data)}
     dump = getattr(data, "model_dump", None)  # pydantic v2
@@ -133,14 +137,16 @@ def _length(value: Any) -> int:
         return 1
 
 
-def _from_rows(rows: Sequence[Any], feature_names: Sequence[str] | None, count_strings: bool = False) -> tuple[int, Columns]:
+def _from_rows(
+    rows: Sequence[Any], feature_names: Sequence[str] | None, float_arrays: bool = False, string_counts: bool = False
+) -> tuple[int, Columns]:
     """A list of dict rows (keys may differ: absent keys count as missing) or of sequences."""
     n = len(rows)
     if n == 0:
         return 0, {}
     first = rows[0]
     if type(first) is dict and set(map(type, rows)) == {dict}:
-        return n, _from_dict_rows(rows if type(rows) is list else list(rows), count_strings)
+        return n, _from_dict_rows(rows if type(rows) is list else list(rows), float_arrays, string_counts)
     if isinstance(first, Mapping):
         keys: dict[Any, None] = {}
         for row in rows:
@@ -182,13 +188,13 @@ class StrCounts:
         self.n = n
 
 
-def _from_dict_rows(rows: list[dict[Any, Any]], count_strings: bool = False) -> Columns:
+def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, string_counts: bool = False) -> Columns:
     """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
 
-    With the C loops (`mlwatch._fast`), a column of floats and ints becomes a float64 array and a
-    column of strings (with `count_strings`) its counts, in one pass each; any other column, or
-    one with a value of another type, is read in C by `map` of an `itemgetter` over the rows. One
-    column at a time, so the GIL is offered between columns (`mlwatch._gil`). An absent key reads
+    With the C loops (`mlwatch._fast`) and as asked, a column of floats and ints becomes a float64
+    array and a column of strings its counts, a few columns per pass over the rows; any other
+    column, or one with a value of another type, is read in C by `map` of an `itemgetter` over the
+    rows, one column at a time. The GIL is offered between reads (`mlwatch._gil`). An absent key reads
     as None, which is what it means (missing). Keys the first row lacks can only hide in rows
     longer than the first, or in rows that miss one of its keys (and so hold a None in some
     column): only those rows are scanned for extra keys.
@@ -197,15 +203,15 @@ def _from_dict_rows(rows: list[dict[Any, Any]], count_strings: bool = False) -> 
     n0 = len(first)
     read: dict[Any, Any] = {}  # columns the C loops read
     fast = _fast.SPEEDUPS
-    if fast is not None:  # floats (and strings) in C, a few columns per pass; what it leaves, as below
+    if fast is not None and (float_arrays or string_counts):  # in C, a few columns per pass; what it leaves, as below
         keys = tuple(first)
         n = len(rows)
-        step = max(1, READ_CHUNK // n)  # each native call holds the GIL for about READ_CHUNK values
+        step = max(1, READ_CHUNK // n)  # columns per native call: about READ_CHUNK values (or one column)
         for start in range(0, len(keys), step):
             group = keys[start : start + step]
             block = np.empty((len(group), n))
-            for key, got, floats in zip(group, fast.columns_from_dicts(rows, group, block, count_strings), block, strict=True):
-                if got is True:
+            for key, got, floats in zip(group, fast.columns_from_dicts(rows, group, block, string_counts), block, strict=True):
+                if got is True and float_arrays:
                     read[key] = floats
                 elif got is not None:
                     read[key] = StrCounts(got, n)

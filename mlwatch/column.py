@@ -199,8 +199,12 @@ class ColumnProfile:
         self.n_numeric += n_finite
 
     def _add_number_categories(self, finite: npt.NDArray[Any]) -> None:
-        values, counts = np.unique(finite, return_counts=True)
-        self._add_categories({_number_label(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)})
+        # In the order values first occur, as a list of them is counted: once the frequent-items
+        # sketch purges, what it keeps depends on the order categories arrive in.
+        values, first, counts = np.unique(finite, return_index=True, return_counts=True)
+        order = np.argsort(first, kind="stable")
+        labels = map(_number_label, values[order].tolist())
+        self._add_categories(dict(zip(labels, counts[order].tolist(), strict=True)))
 
     def update(self, values: Any) -> None:
         """Add one batch of values: a numpy array, a pandas/polars Series, any sequence, or strings

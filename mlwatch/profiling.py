@@ -139,7 +139,7 @@ def update_profile(
     feature_names: Sequence[str] | None = None,
 ) -> int:
     """Fold a batch of rows into `target`'s input columns (or its ``outputs``); returns the row count."""
-    rows, cols = to_columns(data, feature_names, count_strings=True)
+    rows, cols = to_columns(data, feature_names, float_arrays=True, string_counts=True)
     store: dict[str, ColumnProfile] = target.columns if section == "columns" else target.outputs
     for name, values in cols.items():
         if section == "columns" and not config.keeps(name):
@@ -170,7 +170,7 @@ def update_profile_batches(
     parts: dict[str, list[Any]] = {}
     rows = 0
     for batch in batches:
-        n, cols = to_columns(batch, feature_names)
+        n, cols = to_columns(batch, feature_names, float_arrays=True)
         rows += n
         for name, values in cols.items():
             parts.setdefault(name, []).append(as_array(values))

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import mlwatch
 from mlwatch import Profile, _fast
+from mlwatch._runtime import _all_row_dicts
 from mlwatch._tabular import SCALAR_TYPES, StrCounts, to_columns
 from mlwatch.column import ColumnProfile
 from mlwatch.profiling import ProfileConfig, update_profile
@@ -29,6 +30,7 @@ def test_built_wherever_a_compiler_is() -> None:
     if shutil.which(cc) is None:
         pytest.skip(f"no C compiler ({cc}): mlwatch runs on its Python paths")
     assert _fast.AVAILABLE
+    assert mlwatch.health()["speedups"] is True
 
 
 @pytest.fixture
@@ -103,6 +105,22 @@ def test_a_key_whose_eq_mutates_the_rows_does_not_crash(speedups: Any) -> None:
     assert rows == []
 
 
+def test_an_interrupt_in_a_keys_hash_is_not_swallowed(speedups: Any) -> None:
+    class Interrupting:
+        def __hash__(self) -> int:
+            raise KeyboardInterrupt
+
+    rows = [{"a": 1.0}]
+    with pytest.raises(KeyboardInterrupt):
+        speedups.columns_from_dicts(rows, (Interrupting(),), np.empty((1, 1)), True)
+
+    class Failing:
+        def __hash__(self) -> int:
+            raise ValueError("odd key")
+
+    assert speedups.columns_from_dicts(rows, (Failing(),), np.empty((1, 1)), True) == [None]  # the Python path meets it
+
+
 def test_all_row_dicts(speedups: Any) -> None:
     assert speedups.all_row_dicts([{"a": 1.0}, {"b": "x"}, {}], SCALAR_TYPES)
     assert not speedups.all_row_dicts([{"a": 1.0}, {"a": [1.0, 2.0]}], SCALAR_TYPES)  # a dict of columns
@@ -110,14 +128,21 @@ def test_all_row_dicts(speedups: Any) -> None:
     assert speedups.all_row_dicts([], SCALAR_TYPES)
     with pytest.raises(TypeError):
         speedups.all_row_dicts([{}], set(SCALAR_TYPES))
+    for values in ([], [{"a": 1.0}], [{"a": [1.0]}], [{"a": 1.0}, 2.0]):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(_fast, "SPEEDUPS", None)
+            python = _all_row_dicts(values)
+        assert python == speedups.all_row_dicts(values, SCALAR_TYPES), values
 
 
 @needs_speedups
 def test_string_columns_come_counted_only_for_profiling() -> None:
     rows = [{"s": "a", "x": 1.0}, {"s": "b", "x": 2.0}]
-    _, plain = to_columns(rows)
-    assert plain["s"] == ["a", "b"] and plain["x"].tolist() == [1.0, 2.0]
-    _, counted = to_columns(rows, count_strings=True)
+    _, plain = to_columns(rows)  # what a segment split reads: the values themselves
+    assert plain["s"] == ["a", "b"] and plain["x"] == [1.0, 2.0]
+    _, floats = to_columns(rows, float_arrays=True)
+    assert floats["s"] == ["a", "b"] and floats["x"].tolist() == [1.0, 2.0]
+    _, counted = to_columns(rows, float_arrays=True, string_counts=True)
     assert isinstance(counted["s"], StrCounts) and counted["s"].counts == {"a": 1, "b": 1} and counted["s"].n == 2
 
 
@@ -181,6 +206,41 @@ def test_profiles_equal_the_python_paths(rows: list[dict[str, Any]], kind: str |
     with pytest.MonkeyPatch.context() as monkeypatch:
         fast, slow = _profile_both_ways(rows, config, monkeypatch)
     assert repr(fast) == repr(slow)  # repr: NaN equals NaN
+
+
+@needs_speedups
+def test_categorical_numbers_past_the_frequent_items_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the frequent-items sketch purges, what it keeps depends on the order categories arrive
+    in: a float column (C path) must feed them in the order a list of them (Python path) does."""
+    rng = np.random.default_rng(7)
+    rows = [{"a": float(v)} for v in rng.integers(0, 5000, size=6000)]
+    fast, slow = _profile_both_ways(rows, ProfileConfig.build(categorical=["a"]), monkeypatch)
+    assert repr(fast) == repr(slow)
+    as_list, as_array = ColumnProfile("a", kind="categorical"), ColumnProfile("a", kind="categorical")
+    as_list.update([r["a"] for r in rows])
+    as_array.update(np.array([r["a"] for r in rows]))
+    assert repr(_digest(as_list)) == repr(_digest(as_array))
+    assert as_list.freq is not None and not as_list.freq.is_exact()  # the sketch did purge
+
+
+@needs_speedups
+def test_integer_segment_values_of_a_batch_keep_their_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Splitting a batch by segment reads the values themselves: store 3 is "3", not "3.0"."""
+
+    @mlwatch.monitor(model="t_speedups_seg", segment_by="store")
+    def predict(rows: Any) -> Any:
+        return [0.5] * len(rows) if isinstance(rows, list) else 0.5
+
+    def keys() -> list[str]:
+        with capture(flush_interval=60.0) as cap:
+            predict([{"store": 3, "x": 1.0}, {"store": 4, "x": 2.0}])
+            predict({"store": 3, "x": 1.0})
+            return sorted({p.segment_key for p in cap.profiles("t_speedups_seg")})
+
+    fast = keys()
+    monkeypatch.setattr(_fast, "SPEEDUPS", None)
+    assert fast == keys()
+    assert "store=3" in fast and "store=4" in fast and not any(k.endswith(".0") for k in fast)
 
 
 def test_lists_of_numbers_and_float_arrays_agree_in_a_categorical_column() -> None:
