@@ -116,20 +116,28 @@ def _baselines(n: int, reps: int) -> dict[str, float]:
     out["OTel SDK latency record"] = _median(lambda: _cpu_per_call(otel_latency, n), reps)[1]
     out["OTel SDK latency + 10 feature records"] = _median(lambda: _cpu_per_call(otel_features, max(n // 10, 1000)), reps)[1]
 
+    why = _whylogs_track()
+    if why is None:
+        print("whylogs not importable: run with benchmarks/.peers/bin/python for that baseline", file=sys.stderr)
+    else:
+        out["whylogs DatasetProfile.track(row=)"] = _median(lambda: _cpu_per_call(why, max(n // 100, 200)), reps)[1]
+    return out
+
+
+def _whylogs_track() -> Callable[[dict[str, Any]], float] | None:
+    """The predict function with whylogs' ``DatasetProfile.track(row=)``, or None without whylogs."""
     try:
         from whylogs.core import DatasetProfile
     except ImportError:
-        print("whylogs not importable: run with benchmarks/.peers/bin/python for that baseline", file=sys.stderr)
-    else:
-        prof = DatasetProfile()
+        return None
+    prof = DatasetProfile()
 
-        def why(features: dict[str, Any]) -> float:
-            r = _predict(features)
-            prof.track(row=features)
-            return r
+    def why(features: dict[str, Any]) -> float:
+        r = _predict(features)
+        prof.track(row=features)
+        return r
 
-        out["whylogs DatasetProfile.track(row=)"] = _median(lambda: _cpu_per_call(why, max(n // 100, 200)), reps)[1]
-    return out
+    return why
 
 
 def _mlwatch_sync(n: int, reps: int) -> tuple[float, float]:
@@ -170,7 +178,8 @@ def _paired(n: int, reps: int) -> dict[str, float]:
 
     Each round measures, one right after the other, prometheus_client's ``Histogram.time()``,
     mlwatch's hot path alone (its buffer cleared every 1,024 calls, nothing aggregated), mlwatch's
-    whole work on one thread (batches of 1,024 aggregated inline) and the OTel SDK's latency record.
+    whole work on one thread (batches of 1,024 aggregated inline), the OTel SDK's latency record
+    and, where whylogs is importable, its ``track(row=)`` (for a hundredth of the calls).
     The figures are medians over rounds of each round's ratio: a machine whose speed drifts between
     the cases (this shared virtual machine's does, by up to 2x within an hour) moves them far less.
     """
@@ -201,7 +210,10 @@ def _paired(n: int, reps: int) -> dict[str, float]:
     def aggregate() -> None:
         RUNTIME.process(close_all=False)
 
+    why = _whylogs_track()
     ratios: dict[str, list[float]] = {"hot": [], "total": [], "otel": []}
+    if why is not None:
+        ratios["whylogs"] = []
     try:
         loop(monitored, aggregate)  # warm-up
         for _ in range(reps):
@@ -212,6 +224,8 @@ def _paired(n: int, reps: int) -> dict[str, float]:
             ratios["hot"].append(hot_ns / p_ns)
             ratios["total"].append(total_ns / p_ns)
             ratios["otel"].append(otel_ns / total_ns)
+            if why is not None:  # ~400 µs a call: a hundredth of the calls
+                ratios["whylogs"].append(_cpu_per_call(why, max(n // 100, 200))[1] / total_ns)
         RUNTIME.process(close_all=True)
     finally:
         RUNTIME.batch_size = old_batch
@@ -358,7 +372,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         why = base["whylogs DatasetProfile.track(row=)"]
         rows.append(("", float("nan"), f"whylogs / mlwatch total = {why / total:.0f}x (goal >= 100)"))
     rows.append(("", float("nan"), f"back-to-back rounds (median of per-round ratios): hot path {paired['hot']:.2f}x prometheus, "
-                 f"total on one thread {paired['total']:.2f}x prometheus, OTel latency / that total {paired['otel']:.1f}x"))
+                 f"total on one thread {paired['total']:.2f}x prometheus, OTel latency / that total {paired['otel']:.1f}x"
+                 + (f", whylogs / that total {paired['whylogs']:.0f}x" if "whylogs" in paired else "")))
     rows.append(("async: bare await", abare, ""))
     rows.append(("async: mlwatch hot path", ahot, f"{ahot / prom:.2f}x prometheus"))
     rows.append(("async: mlwatch total", atotal, f"{atotal / prom:.2f}x prometheus"))
