@@ -210,6 +210,110 @@ column_result(column *c)
     return result;
 }
 
+/* Where the first of `keys` sits among the first row's entries, for walking the rows laid out
+   alike (copies of one dict: the same key objects in the same order); -1 when it is not there. */
+static Py_ssize_t
+key_offset(PyObject *rows, PyObject *first_key)
+{
+    if (PyList_GET_SIZE(rows) == 0 || !PyDict_CheckExact(PyList_GET_ITEM(rows, 0))) {
+        return -1;
+    }
+    PyObject *row = PyList_GET_ITEM(rows, 0);
+    Py_ssize_t pos = 0, at = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(row, &pos, &k, &v)) { /* runs no Python code */
+        if (k == first_key) {
+            return at;
+        }
+        at++;
+    }
+    return -1;
+}
+
+/* Read row i's values of `keys` into the columns. Values are taken by walking the row's entries
+   from `offset` while each entry's key is the very key object expected (no hashing, no lookup:
+   most of the cost of a lookup), and looked up from the first entry that is not. -1 with an
+   exception set on a BaseException or memory error. The row is held meanwhile: counting a
+   string may allocate, and so run the garbage collector and any __del__. */
+static int
+read_row(PyObject *rows, Py_ssize_t i, PyObject *keys, Py_ssize_t offset, column *cols, double *dst, Py_ssize_t n,
+         int count_strings, Py_ssize_t *live)
+{
+    Py_ssize_t width = PyTuple_GET_SIZE(keys), pos = 0;
+    PyObject *row = NULL, *k, *found;
+    int walk = 0;
+    if (offset >= 0 && i < PyList_GET_SIZE(rows) && PyDict_CheckExact(PyList_GET_ITEM(rows, i))) {
+        row = PyList_GET_ITEM(rows, i);
+        Py_INCREF(row);
+        walk = 1;
+        for (Py_ssize_t s = 0; s < offset && walk; s++) {
+            walk = PyDict_Next(row, &pos, &k, &found);
+        }
+    }
+    int rc = 0;
+    for (Py_ssize_t j = 0; j < width; j++) {
+        column *c = &cols[j];
+        PyObject *key = PyTuple_GET_ITEM(keys, j), *v = NULL;
+        if (walk) {
+            walk = PyDict_Next(row, &pos, &k, &found) && k == key;
+            if (walk) {
+                v = found;
+                Py_INCREF(v);
+            }
+        }
+        if (c->state == COL_OTHER) {
+            Py_XDECREF(v);
+            continue;
+        }
+        if (v == NULL) {
+            v = row_value(rows, i, key);
+            if (v == NULL && PyErr_Occurred()) {
+                rc = -1;
+                break;
+            }
+        }
+        if (c->state == 0) { /* first row: what this column is to be */
+            if (v != NULL && (PyFloat_CheckExact(v) || PyLong_CheckExact(v) || Py_TYPE(v) == float64_type)) {
+                c->state = COL_FLOATS;
+            }
+            else if (v != NULL && count_strings && PyUnicode_CheckExact(v)) {
+                c->state = COL_STRS;
+                c->slots = PyDict_New();
+                if (c->slots == NULL) {
+                    Py_DECREF(v);
+                    rc = -1;
+                    break;
+                }
+            }
+            else {
+                c->state = COL_OTHER;
+            }
+        }
+        int ok = v != NULL;
+        if (ok && c->state == COL_FLOATS) {
+            ok = as_double(v, &dst[j * n + i]);
+        }
+        else if (ok && c->state == COL_STRS) {
+            ok = PyUnicode_CheckExact(v);
+            if (ok && column_count(c, v) < 0) {
+                Py_DECREF(v);
+                rc = -1;
+                break;
+            }
+        }
+        Py_XDECREF(v);
+        if (!ok && c->state != COL_OTHER) {
+            c->state = COL_OTHER;
+            column_drop_counts(c);
+        }
+        if (c->state == COL_OTHER) {
+            *live -= 1;
+        }
+    }
+    Py_XDECREF(row);
+    return rc;
+}
+
 PyDoc_STRVAR(columns_from_dicts_doc,
 "columns_from_dicts(rows, keys, out, count_strings) -> list\n\n"
 "Read the columns `keys` (a tuple) of the dicts in the list `rows` in one pass over the rows. A\n"
@@ -254,51 +358,10 @@ columns_from_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     Py_ssize_t live = width; /* columns still being read here */
+    Py_ssize_t offset = width ? key_offset(rows, PyTuple_GET_ITEM(keys, 0)) : -1;
     for (Py_ssize_t i = 0; i < n && live > 0; i++) {
-        for (Py_ssize_t j = 0; j < width; j++) {
-            column *c = &cols[j];
-            if (c->state == COL_OTHER) {
-                continue;
-            }
-            PyObject *v = row_value(rows, i, PyTuple_GET_ITEM(keys, j));
-            if (v == NULL && PyErr_Occurred()) {
-                goto done;
-            }
-            if (c->state == 0) { /* first row: what this column is to be */
-                if (v != NULL && (PyFloat_CheckExact(v) || PyLong_CheckExact(v) || Py_TYPE(v) == float64_type)) {
-                    c->state = COL_FLOATS;
-                }
-                else if (v != NULL && count_strings && PyUnicode_CheckExact(v)) {
-                    c->state = COL_STRS;
-                    c->slots = PyDict_New();
-                    if (c->slots == NULL) {
-                        Py_DECREF(v);
-                        goto done;
-                    }
-                }
-                else {
-                    c->state = COL_OTHER;
-                }
-            }
-            int ok = v != NULL;
-            if (ok && c->state == COL_FLOATS) {
-                ok = as_double(v, &dst[j * n + i]);
-            }
-            else if (ok && c->state == COL_STRS) {
-                ok = PyUnicode_CheckExact(v);
-                if (ok && column_count(c, v) < 0) {
-                    Py_DECREF(v);
-                    goto done;
-                }
-            }
-            Py_XDECREF(v);
-            if (!ok && c->state != COL_OTHER) {
-                c->state = COL_OTHER;
-                column_drop_counts(c);
-            }
-            if (c->state == COL_OTHER) {
-                live--;
-            }
+        if (read_row(rows, i, keys, offset, cols, dst, n, count_strings, &live) < 0) {
+            goto done;
         }
     }
     result = PyList_New(width);

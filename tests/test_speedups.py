@@ -92,17 +92,43 @@ def test_a_key_whose_eq_mutates_the_rows_does_not_crash(speedups: Any) -> None:
 
     class Evil:
         def __hash__(self) -> int:
-            return hash("a")
+            return hash("ab")
 
         def __eq__(self, other: object) -> bool:
             if armed:
                 rows.clear()
             return False
 
-    rows.extend({Evil(): 0, "a": float(i)} for i in range(100))
+    rows.extend({Evil(): 0, "".join(["a", "b"]): float(i)} for i in range(100))  # each row its own "ab" object
     armed = True
-    assert speedups.columns_from_dicts(rows, ("a",), np.empty((1, 100)), True) == [None]
+    key = "".join(["a", "b"])  # not the rows' key objects: every value is looked up, meeting Evil
+    assert speedups.columns_from_dicts(rows, (key,), np.empty((1, 100)), True) == [None]
     assert rows == []
+
+
+def test_rows_laid_out_alike_are_walked_without_lookups(speedups: Any) -> None:
+    """Copies of one dict hold the same key objects in the same order: their values are read by
+    walking the entries, with no hashing (a key's __eq__ never runs); any other row is looked up."""
+    calls = []
+
+    class Loud:
+        def __hash__(self) -> int:
+            return hash("x")
+
+        def __eq__(self, other: object) -> bool:
+            calls.append(other)
+            return False
+
+    template = {Loud(): 0, "x": 1.0, "s": "DE"}
+    rows = [template.copy() for _ in range(50)]
+    rows.append({"s": "FR", "x": 2.0})  # other order: looked up, still read right
+    rows.append({"x": 3, "s": "DE", "extra": 1})
+    calls.clear()  # building the template compared its keys
+    keys = ("x", "s")
+    block = np.empty((2, len(rows)))
+    assert speedups.columns_from_dicts(rows, keys, block, True) == [True, {"DE": 51, "FR": 1}]
+    assert block[0].tolist() == [1.0] * 50 + [2.0, 3.0]
+    assert calls == []  # the 50 copies were walked; the other two hold no Loud key
 
 
 def test_an_interrupt_in_a_keys_hash_is_not_swallowed(speedups: Any) -> None:
