@@ -425,6 +425,43 @@ all_row_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(dict_rows_width_doc,
+"dict_rows_width(rows) -> int\n\n"
+"The length shared by every item of the list `rows` when each is an exact dict of that length; -1\n"
+"when each is an exact dict but their lengths differ (or the list is empty); -2 when one is not an\n"
+"exact dict.");
+
+static PyObject *
+dict_rows_width(PyObject *self, PyObject *rows)
+{
+    (void)self;
+    if (!PyList_CheckExact(rows)) {
+        PyErr_SetString(PyExc_TypeError, "rows must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows), width = -1;
+    for (Py_ssize_t i = 0; i < n; i++) { /* runs no Python code */
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyDict_CheckExact(row)) {
+            return PyLong_FromLong(-2);
+        }
+        Py_ssize_t len = PyDict_GET_SIZE(row);
+        if (i == 0) {
+            width = len;
+        }
+        else if (len != width) {
+            width = -1; /* keep going: a later item may not be a dict */
+            for (; i < n; i++) {
+                if (!PyDict_CheckExact(PyList_GET_ITEM(rows, i))) {
+                    return PyLong_FromLong(-2);
+                }
+            }
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(width);
+}
+
 PyDoc_STRVAR(set_float64_doc,
 "set_float64(numpy.float64) -> None\n\n"
 "Read numpy.float64 values like floats (it subclasses float and shares its layout).");
@@ -447,6 +484,7 @@ static PyMethodDef methods[] = {
     {"set_float64", set_float64, METH_O, set_float64_doc},
     {"fill_floats", (PyCFunction)(void (*)(void))fill_floats, METH_FASTCALL, fill_floats_doc},
     {"columns_from_dicts", (PyCFunction)(void (*)(void))columns_from_dicts, METH_FASTCALL, columns_from_dicts_doc},
+    {"dict_rows_width", dict_rows_width, METH_O, dict_rows_width_doc},
     {"all_row_dicts", (PyCFunction)(void (*)(void))all_row_dicts, METH_FASTCALL, all_row_dicts_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -145,8 +145,12 @@ def _from_rows(
     if n == 0:
         return 0, {}
     first = rows[0]
-    if type(first) is dict and set(map(type, rows)) == {dict}:
-        return n, _from_dict_rows(rows if type(rows) is list else list(rows), float_arrays, string_counts)
+    fast = _fast.SPEEDUPS
+    if type(first) is dict:
+        rows_list = rows if type(rows) is list else list(rows)
+        width = fast.dict_rows_width(rows_list) if fast is not None else (-1 if set(map(type, rows)) == {dict} else -2)
+        if width != -2:  # every row a dict (of one width when >= 0)
+            return n, _from_dict_rows(rows_list, float_arrays, string_counts, width)
     if isinstance(first, Mapping):
         keys: dict[Any, None] = {}
         for row in rows:
@@ -188,7 +192,7 @@ class StrCounts:
         self.n = n
 
 
-def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, string_counts: bool = False) -> Columns:
+def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, string_counts: bool = False, width: int = -1) -> Columns:
     """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
 
     With the C loops (`mlwatch._fast`) and as asked, a column of floats and ints becomes a float64
@@ -197,7 +201,8 @@ def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, stri
     rows, one column at a time. The GIL is offered between reads (`mlwatch._gil`). An absent key reads
     as None, which is what it means (missing). Keys the first row lacks can only hide in rows
     longer than the first, or in rows that miss one of its keys (and so hold a None in some
-    column): only those rows are scanned for extra keys.
+    column): only those rows are scanned for extra keys. `width`: the length every row is known
+    to have, or -1.
     """
     first = rows[0]
     n0 = len(first)
@@ -229,7 +234,7 @@ def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, stri
             cols[key] = TypedColumn([r.get(key) for r in rows])
         offer()
     suspects: set[int] = set()
-    if not complete or sum(map(len, rows)) != n0 * len(rows):
+    if not complete or (width != n0 and sum(map(len, rows)) != n0 * len(rows)):
         suspects.update(i for i, length in enumerate(map(len, rows)) if length != n0)
     if not complete:
         for col in cols.values():  # a column the C loops read holds no None

@@ -147,6 +147,16 @@ def test_an_interrupt_in_a_keys_hash_is_not_swallowed(speedups: Any) -> None:
     assert speedups.columns_from_dicts(rows, (Failing(),), np.empty((1, 1)), True) == [None]  # the Python path meets it
 
 
+def test_dict_rows_width(speedups: Any) -> None:
+    assert speedups.dict_rows_width([{"a": 1}, {"b": 2}]) == 1
+    assert speedups.dict_rows_width([{"a": 1}, {"a": 1, "b": 2}]) == -1
+    assert speedups.dict_rows_width([{"a": 1}, {"a": 1, "b": 2}, [1]]) == -2  # not a dict, after differing lengths
+    assert speedups.dict_rows_width([{"a": 1}, [1]]) == -2
+    assert speedups.dict_rows_width([]) == -1
+    with pytest.raises(TypeError):
+        speedups.dict_rows_width(({"a": 1},))
+
+
 def test_all_row_dicts(speedups: Any) -> None:
     assert speedups.all_row_dicts([{"a": 1.0}, {"b": "x"}, {}], SCALAR_TYPES)
     assert not speedups.all_row_dicts([{"a": 1.0}, {"a": [1.0, 2.0]}], SCALAR_TYPES)  # a dict of columns
