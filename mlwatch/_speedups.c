@@ -462,6 +462,70 @@ dict_rows_width(PyObject *self, PyObject *rows)
     return PyLong_FromSsize_t(width);
 }
 
+PyDoc_STRVAR(plain_calls_doc,
+"plain_calls(records, one_arg, durations, results) -> tuple[list, bool] | None\n\n"
+"For a batch of buffered calls, each a 7-tuple (start, duration, argument, kwargs, result, error,\n"
+"kind): when every one is a plain call (kwargs None, error None, kind `one_arg`, an int duration of\n"
+"at most 2**53), write the durations to the float64 buffer `durations` and answer (the arguments,\n"
+"whether every result was a float or an int, then written to `results`); else None.");
+
+static PyObject *
+plain_calls(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 4 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "plain_calls(records: list, one_arg, durations, results)");
+        return NULL;
+    }
+    PyObject *records = args[0], *one_arg = args[1];
+    Py_buffer lat, res;
+    if (get_out(args[2], &lat, PyList_GET_SIZE(records)) < 0) {
+        return NULL;
+    }
+    if (get_out(args[3], &res, PyList_GET_SIZE(records)) < 0) {
+        PyBuffer_Release(&lat);
+        return NULL;
+    }
+    /* The list cannot change from here on: nothing below runs Python code until `firsts` is built. */
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject *firsts = NULL, *answer = NULL;
+    if (lat.len != n * (Py_ssize_t)sizeof(double) || res.len != n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "buffers must hold one item per record");
+        goto done;
+    }
+    double *d = (double *)lat.buf, *r = (double *)res.buf;
+    int results_ok = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 7 || PyTuple_GET_ITEM(rec, 3) != Py_None
+            || PyTuple_GET_ITEM(rec, 5) != Py_None || PyTuple_GET_ITEM(rec, 6) != one_arg
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(rec, 1)) || !as_double(PyTuple_GET_ITEM(rec, 1), &d[i])) {
+            answer = Py_None;
+            Py_INCREF(answer);
+            goto done;
+        }
+        if (results_ok) {
+            results_ok = as_double(PyTuple_GET_ITEM(rec, 4), &r[i]);
+        }
+    }
+    firsts = PyList_New(n);
+    if (firsts == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *arg = PyTuple_GET_ITEM(PyList_GET_ITEM(records, i), 2);
+        Py_INCREF(arg);
+        PyList_SET_ITEM(firsts, i, arg);
+    }
+    answer = Py_BuildValue("(NO)", firsts, results_ok ? Py_True : Py_False);
+    firsts = NULL; /* stolen by N, even on failure */
+done:
+    Py_XDECREF(firsts);
+    PyBuffer_Release(&lat);
+    PyBuffer_Release(&res);
+    return answer;
+}
+
 PyDoc_STRVAR(set_float64_doc,
 "set_float64(numpy.float64) -> None\n\n"
 "Read numpy.float64 values like floats (it subclasses float and shares its layout).");
@@ -484,6 +548,7 @@ static PyMethodDef methods[] = {
     {"set_float64", set_float64, METH_O, set_float64_doc},
     {"fill_floats", (PyCFunction)(void (*)(void))fill_floats, METH_FASTCALL, fill_floats_doc},
     {"columns_from_dicts", (PyCFunction)(void (*)(void))columns_from_dicts, METH_FASTCALL, columns_from_dicts_doc},
+    {"plain_calls", (PyCFunction)(void (*)(void))plain_calls, METH_FASTCALL, plain_calls_doc},
     {"dict_rows_width", dict_rows_width, METH_O, dict_rows_width_doc},
     {"all_row_dicts", (PyCFunction)(void (*)(void))all_row_dicts, METH_FASTCALL, all_row_dicts_doc},
     {NULL, NULL, 0, NULL},

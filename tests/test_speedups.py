@@ -3,6 +3,7 @@ them hold exactly what the Python paths make of the same data."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sysconfig
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 import mlwatch
 from mlwatch import Profile, _fast
-from mlwatch._runtime import _all_row_dicts
+from mlwatch._runtime import RUNTIME, _all_row_dicts
 from mlwatch._tabular import SCALAR_TYPES, StrCounts, to_columns
 from mlwatch.column import ColumnProfile
 from mlwatch.profiling import ProfileConfig, update_profile
@@ -145,6 +146,22 @@ def test_an_interrupt_in_a_keys_hash_is_not_swallowed(speedups: Any) -> None:
             raise ValueError("odd key")
 
     assert speedups.columns_from_dicts(rows, (Failing(),), np.empty((1, 1)), True) == [None]  # the Python path meets it
+
+
+def test_plain_calls(speedups: Any) -> None:
+    """The common batch (one argument, no keywords, no error, kept) in one pass; anything else: None."""
+    recs = [(1, 100, {"a": 1}, None, 0.5, None, 2), (2, 200, {"a": 2}, None, 3, None, 2)]
+    lat, res = np.empty(2), np.empty(2)
+    args, results_ok = speedups.plain_calls(recs, 2, lat, res)
+    assert args == [{"a": 1}, {"a": 2}] and args[0] is recs[0][2] and results_ok
+    assert lat.tolist() == [100.0, 200.0] and res.tolist() == [0.5, 3.0]
+    recs.append((3, 300, {"a": 3}, None, "label", None, 2))
+    assert speedups.plain_calls(recs, 2, np.empty(3), np.empty(3))[1] is False  # results not all numbers
+    for odd in ((3, 300, {}, {"k": 1}, 0.5, None, 2), (3, 300, {}, None, None, "ValueError", 2), (3, 300, None, None, None, None, 0),
+                (3, 300, (1, 2), None, 0.5, None, 1), (3, 2**60, {}, None, 0.5, None, 2), (3, 300.0, {}, None, 0.5, None, 2), (1, 2)):
+        assert speedups.plain_calls([recs[0], odd], 2, np.empty(2), np.empty(2)) is None, odd
+    with pytest.raises(ValueError, match="one item per"):
+        speedups.plain_calls(recs, 2, np.empty(3), np.empty(2))
 
 
 def test_dict_rows_width(speedups: Any) -> None:
@@ -294,6 +311,10 @@ def test_lists_of_numbers_and_float_arrays_agree_in_a_categorical_column() -> No
 def test_monitored_calls_profile_the_same_with_and_without_the_c_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     @mlwatch.monitor(model="t_speedups")
     def predict(features: dict[str, Any]) -> Any:
+        if features["n"] == 99:
+            raise ValueError("a failing call: its batch is not plain")
+        if features["n"] == 120:
+            return "a label"  # one result not a number
         return features["x"] * 2 if features["x"] is not None else None
 
     # Fewer values than KLL's k: its compactions (random) never run, so its items can be compared.
@@ -303,14 +324,17 @@ def test_monitored_calls_profile_the_same_with_and_without_the_c_loops(monkeypat
 
     def run() -> Profile:
         with capture(flush_interval=60.0) as cap:
-            for features in calls:
-                predict(features)
+            for i, features in enumerate(calls):
+                with contextlib.suppress(ValueError):
+                    predict(features)
+                if i in (60, 110):  # batches of each kind: plain with numbers, with an error, plain with a label
+                    RUNTIME.process(close_all=False)
             return cap.merged("t_speedups")
 
     fast = run()
     monkeypatch.setattr(_fast, "SPEEDUPS", None)
     slow = run()
-    assert fast.calls == slow.calls == 150
+    assert fast.calls == slow.calls == 150 and fast.errors == slow.errors
     for a, b in ((fast.columns, slow.columns), (fast.outputs, slow.outputs)):
         assert sorted(a) == sorted(b)
         for name in a:
