@@ -315,27 +315,37 @@ read_row(PyObject *rows, Py_ssize_t i, PyObject *keys, Py_ssize_t offset, column
 }
 
 PyDoc_STRVAR(columns_from_dicts_doc,
-"columns_from_dicts(rows, keys, out, count_strings) -> list\n\n"
+"columns_from_dicts(rows, keys, out, count_strings[, pause, every]) -> list\n\n"
 "Read the columns `keys` (a tuple) of the dicts in the list `rows` in one pass over the rows. A\n"
 "column whose every value is an exact float or an int of at most 2**53 in magnitude is written\n"
 "to `out` (a float64 buffer of len(keys) * len(rows) items, column j at j * len(rows)) and\n"
 "answered True; with `count_strings`, a column of exact str values is answered with its counts\n"
 "{value: count}; any other column (a value of another type, an absent key, a row that is not a\n"
 "dict) is answered None, for the general path to read. What a column is to be is decided by its\n"
-"first row.");
+"first row. With `pause` (a callable) and `every`, pause() is called before every `every`-th row.");
 
 static PyObject *
 columns_from_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "columns_from_dicts(rows, keys, out, count_strings) takes 4 arguments");
+    if (nargs != 4 && nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "columns_from_dicts(rows, keys, out, count_strings[, pause, every]) takes 4 or 6 arguments");
         return NULL;
     }
-    PyObject *rows = args[0], *keys = args[1];
+    PyObject *rows = args[0], *keys = args[1], *pause = nargs == 6 ? args[4] : Py_None;
     if (!PyList_CheckExact(rows) || !PyTuple_CheckExact(keys)) {
         PyErr_SetString(PyExc_TypeError, "rows must be a list and keys a tuple");
         return NULL;
+    }
+    Py_ssize_t every = 0;
+    if (pause != Py_None) {
+        every = PyLong_AsSsize_t(args[5]);
+        if (every < 1) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "every must be a positive number of rows");
+            }
+            return NULL;
+        }
     }
     int count_strings = PyObject_IsTrue(args[3]);
     if (count_strings < 0) {
@@ -360,6 +370,15 @@ columns_from_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t live = width; /* columns still being read here */
     Py_ssize_t offset = width ? key_offset(rows, PyTuple_GET_ITEM(keys, 0)) : -1;
     for (Py_ssize_t i = 0; i < n && live > 0; i++) {
+        if (every && i && i % every == 0) {
+            /* Other threads may run in `pause` (it offers them the GIL): nothing borrowed is held
+               across it, the rows are re-read from the list, and `out` stays exported (fixed). */
+            PyObject *r = PyObject_CallNoArgs(pause);
+            if (r == NULL) {
+                goto done;
+            }
+            Py_DECREF(r);
+        }
         if (read_row(rows, i, keys, offset, cols, dst, n, count_strings, &live) < 0) {
             goto done;
         }

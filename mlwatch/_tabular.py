@@ -20,8 +20,7 @@ __all__ = ["SCALAR_TYPES", "StrCounts", "TypedColumn", "is_row_dict", "to_column
 
 Columns = dict[str, Any]
 
-#: Values read per call into the C loops (`_from_dict_rows`), at least one column: well under a
-#: millisecond holding the GIL for batches up to this many rows.
+#: Values the C loops read (`_from_dict_rows`) between two offers of the GIL (`mlwatch._gil`).
 READ_CHUNK = 16_384
 
 #: Types of a single value (not a row, not a column).
@@ -196,7 +195,7 @@ def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, stri
     """Dict rows, fast: columns from the first row's keys, then a scan only of rows that may differ.
 
     With the C loops (`mlwatch._fast`) and as asked, a column of floats and ints becomes a float64
-    array and a column of strings its counts, a few columns per pass over the rows; any other
+    array and a column of strings its counts, all in one pass over the rows; any other
     column, or one with a value of another type, is read in C by `map` of an `itemgetter` over the
     rows, one column at a time. The GIL is offered between reads (`mlwatch._gil`). An absent key reads
     as None, which is what it means (missing). Keys the first row lacks can only hide in rows
@@ -208,19 +207,18 @@ def _from_dict_rows(rows: list[dict[Any, Any]], float_arrays: bool = False, stri
     n0 = len(first)
     read: dict[Any, Any] = {}  # columns the C loops read
     fast = _fast.SPEEDUPS
-    if fast is not None and (float_arrays or string_counts):  # in C, a few columns per pass; what it leaves, as below
+    if fast is not None and (float_arrays or string_counts):  # in C, one pass over the rows; what it leaves, as below
         keys = tuple(first)
         n = len(rows)
-        step = max(1, READ_CHUNK // n)  # columns per native call: about READ_CHUNK values (or one column)
-        for start in range(0, len(keys), step):
-            group = keys[start : start + step]
-            block = np.empty((len(group), n))
-            for key, got, floats in zip(group, fast.columns_from_dicts(rows, group, block, string_counts), block, strict=True):
-                if got is True and float_arrays:
-                    read[key] = floats
-                elif got is not None:
-                    read[key] = StrCounts(got, n)
-            offer()
+        block = np.empty((len(keys), n))
+        every = max(1, READ_CHUNK // max(1, len(keys)))  # rows between offers of the GIL: about READ_CHUNK values
+        got = fast.columns_from_dicts(rows, keys, block, string_counts, offer, every)
+        for key, column, floats in zip(keys, got, block, strict=True):
+            if column is True and float_arrays:
+                read[key] = floats
+            elif column is not None and column is not True:
+                read[key] = StrCounts(column, n)
+        offer()
     cols: dict[Any, Any] = {}
     complete = True
     for key in first:

@@ -50,7 +50,7 @@ def test_aggregating_a_batch_offers_the_gil_between_columns(monkeypatch: pytest.
         monkeypatch.setattr(_gil, "HOLD_NS", 0)  # every offer is due
         monkeypatch.setattr(_gil, "_sleep", sleeps.append)
         RUNTIME.process(close_all=False)
-    # 13 columns read from the dict rows (one at a time, or a few per call into the C loops, at
-    # most READ_CHUNK values each), then 13 input and one output column profiled.
-    reads = -(-len(features) // max(1, READ_CHUNK // 2000)) if _fast.AVAILABLE else len(features)
+    # 13 columns read from the dict rows (one at a time, or all in one C pass offering the GIL
+    # every READ_CHUNK values), then 13 input and one output column profiled.
+    reads = -(-2000 // max(1, READ_CHUNK // len(features))) if _fast.AVAILABLE else len(features)
     assert len(sleeps) >= reads + len(features) + 1

@@ -86,6 +86,27 @@ def test_columns_from_dicts_reads_each_column_by_its_first_row(speedups: Any) ->
     assert speedups.columns_from_dicts([{"a": 1.0}], (), np.empty(0), True) == []
 
 
+def test_columns_from_dicts_pauses_every_so_many_rows(speedups: Any) -> None:
+    """The GIL is offered (pause()) between rows; whatever runs meanwhile may change the rows."""
+    rows = [{"x": float(i), "s": "a"} for i in range(10)]
+    pauses: list[int] = []
+    got = speedups.columns_from_dicts(rows, ("x", "s"), np.empty((2, 10)), True, lambda: pauses.append(1), 3)
+    assert got == [True, {"a": 10}] and len(pauses) == 3  # before rows 3, 6 and 9
+
+    def shrink() -> None:
+        del rows[4:]
+
+    assert speedups.columns_from_dicts(rows, ("x",), np.empty((1, 10)), True, shrink, 4) == [None]  # rows 4.. gone
+
+    def fail() -> None:
+        raise RuntimeError("pause failed")
+
+    with pytest.raises(RuntimeError, match="pause failed"):
+        speedups.columns_from_dicts(rows, ("x",), np.empty((1, 4)), True, fail, 1)
+    with pytest.raises(ValueError, match="positive"):
+        speedups.columns_from_dicts(rows, ("x",), np.empty((1, 4)), True, fail, 0)
+
+
 def test_a_key_whose_eq_mutates_the_rows_does_not_crash(speedups: Any) -> None:
     """A dict lookup may run a key's __eq__ (equal hashes): the rows may change under the C loop."""
     rows: list[dict[Any, Any]] = []
