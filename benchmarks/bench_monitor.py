@@ -149,7 +149,8 @@ def _mlwatch_sync(n: int, reps: int) -> tuple[float, float]:
 
 def _mlwatch_inline(n: int, reps: int) -> float:
     """Whole-process CPU per call when the batches are aggregated on the caller's thread every
-    1,024 calls: the same work, without two CPU-bound threads contending for the GIL."""
+    `RUNTIME.batch_size` calls (what wakes the aggregator thread): the same work, without two
+    CPU-bound threads contending for the GIL."""
     monitored = mlwatch.monitor(model="bench_inline")(_predict)
     old_batch, old_interval = RUNTIME.batch_size, RUNTIME.settings.flush_interval
     mlwatch.configure(flush_interval=60.0)
@@ -161,7 +162,7 @@ def _mlwatch_inline(n: int, reps: int) -> float:
         p0 = time.process_time_ns()
         for i in range(n):
             monitored(feats)
-            if (i & 1023) == 1023:
+            if i % old_batch == old_batch - 1:
                 RUNTIME.process(close_all=False)
         RUNTIME.process(close_all=True)
         return 0.0, (time.process_time_ns() - p0) / n
@@ -178,8 +179,9 @@ def _paired(n: int, reps: int) -> dict[str, float]:
     """Ratios from back-to-back rounds, steadier than ratios of separately taken medians.
 
     Each round measures, one right after the other, prometheus_client's ``Histogram.time()``,
-    mlwatch's hot path alone (its buffer cleared every 1,024 calls, nothing aggregated), mlwatch's
-    whole work on one thread (batches of 1,024 aggregated inline), the OTel SDK's latency record
+    mlwatch's hot path alone (its buffer cleared every batch, nothing aggregated), mlwatch's whole
+    work on one thread (each batch of `RUNTIME.batch_size` calls aggregated inline, as the
+    aggregator thread takes them), the OTel SDK's latency record
     and, where whylogs is importable, its ``track(row=)`` (for a hundredth of the calls).
     The figures are medians over rounds of each round's ratio: a machine whose speed drifts between
     the cases (this shared virtual machine's does, by up to 2x within an hour) moves them far less.
@@ -202,7 +204,7 @@ def _paired(n: int, reps: int) -> dict[str, float]:
         p0 = time.process_time_ns()
         for i in range(n):
             fn(feats)
-            if every is not None and (i & 1023) == 1023:
+            if every is not None and i % old_batch == old_batch - 1:
                 every()
         if every is not None:
             every()

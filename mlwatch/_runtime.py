@@ -155,6 +155,14 @@ class Recorder:
 
         return record
 
+    def plain_state(self) -> tuple[Any, ...] | None:
+        """What `mlwatch._speedups.record_plain` needs to buffer this recorder's common call in C
+        (None without the C loops, or when calls are sampled): the wrapper tries it first and
+        calls `record` whenever it answers False."""
+        if _fast.SPEEDUPS is None or self.sample_rate != 1.0:
+            return None
+        return (self.runtime, self.queue, self.queue.append, self.binding.skip, _IMMUTABLE, ONE_ARG)
+
     # ------------------------------------------------------------------ aggregation (worker thread)
     def drain(self) -> list[Record]:
         queue = self.queue

@@ -545,6 +545,92 @@ done:
     return answer;
 }
 
+/* Attribute names read on the hot path, interned once at import. */
+static PyObject *str_capacity = NULL, *str_batch_size = NULL, *str_running = NULL;
+
+static int
+runtime_ssize(PyObject *runtime, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(runtime, name);
+    if (v == NULL) {
+        return -1;
+    }
+    *out = PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+PyDoc_STRVAR(record_plain_doc,
+"record_plain(state, t0, duration, args, kwargs, result) -> bool\n\n"
+"The common call on @monitor's hot path, buffered in C: one dict argument (after `skip` leading\n"
+"ones), no keywords, a result of an immutable type. `state` is (runtime, queue, queue.append, skip,\n"
+"immutable types, ONE_ARG). Appends (t0, duration, a copy of the dict, None, result, None, ONE_ARG)\n"
+"and answers True; answers False, having done nothing, for any other call and whenever the\n"
+"buffer is full, the aggregator thread is not running, or this record would complete a batch\n"
+"(the length that wakes the aggregator):\n"
+"the Python recorder then does all of it (drops counted, the worker started or woken). Never\n"
+"raises: a failure answers False too.");
+
+static PyObject *
+record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 6 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 6) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *state = args[0], *call_args = args[3], *kwargs = args[4], *result = args[5];
+    PyObject *runtime = PyTuple_GET_ITEM(state, 0), *queue = PyTuple_GET_ITEM(state, 1);
+    PyObject *append = PyTuple_GET_ITEM(state, 2), *immutable = PyTuple_GET_ITEM(state, 4);
+    Py_ssize_t skip = PyLong_AsSsize_t(PyTuple_GET_ITEM(state, 3));
+    if (skip < 0 || !PyTuple_CheckExact(call_args) || PyTuple_GET_SIZE(call_args) != skip + 1
+        || (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) != 0))
+        || !PyFrozenSet_CheckExact(immutable)) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyObject *first = PyTuple_GET_ITEM(call_args, skip);
+    if (!PyDict_CheckExact(first)) {
+        Py_RETURN_FALSE;
+    }
+    /* Membership of the result's type: a frozenset of plain types hashes by identity. */
+    int plain = PySet_Contains(immutable, (PyObject *)Py_TYPE(result));
+    if (plain != 1) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    Py_ssize_t capacity, batch, length = PyObject_Length(queue);
+    if (length < 0 || runtime_ssize(runtime, str_capacity, &capacity) < 0 || runtime_ssize(runtime, str_batch_size, &batch) < 0) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyObject *running = PyObject_GetAttr(runtime, str_running);
+    int is_running = running == Py_True;
+    Py_XDECREF(running);
+    if (!is_running || length >= capacity || length + 1 == batch) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyObject *copy = PyDict_Copy(first);
+    if (copy == NULL) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyObject *record = PyTuple_Pack(7, args[1], args[2], copy, Py_None, result, Py_None, PyTuple_GET_ITEM(state, 5));
+    Py_DECREF(copy);
+    if (record == NULL) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    PyObject *r = PyObject_CallOneArg(append, record);
+    Py_DECREF(record);
+    if (r == NULL) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(set_float64_doc,
 "set_float64(numpy.float64) -> None\n\n"
 "Read numpy.float64 values like floats (it subclasses float and shares its layout).");
@@ -567,6 +653,7 @@ static PyMethodDef methods[] = {
     {"set_float64", set_float64, METH_O, set_float64_doc},
     {"fill_floats", (PyCFunction)(void (*)(void))fill_floats, METH_FASTCALL, fill_floats_doc},
     {"columns_from_dicts", (PyCFunction)(void (*)(void))columns_from_dicts, METH_FASTCALL, columns_from_dicts_doc},
+    {"record_plain", (PyCFunction)(void (*)(void))record_plain, METH_FASTCALL, record_plain_doc},
     {"plain_calls", (PyCFunction)(void (*)(void))plain_calls, METH_FASTCALL, plain_calls_doc},
     {"dict_rows_width", dict_rows_width, METH_O, dict_rows_width_doc},
     {"all_row_dicts", (PyCFunction)(void (*)(void))all_row_dicts, METH_FASTCALL, all_row_dicts_doc},
@@ -588,5 +675,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    if (str_capacity == NULL) {
+        str_capacity = PyUnicode_InternFromString("capacity");
+        str_batch_size = PyUnicode_InternFromString("batch_size");
+        str_running = PyUnicode_InternFromString("running");
+        if (str_capacity == NULL || str_batch_size == NULL || str_running == NULL) {
+            return NULL;
+        }
+    }
     return PyModuleDef_Init(&module);
 }

@@ -19,6 +19,7 @@ from time import perf_counter_ns
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
+from mlwatch import _fast
 from mlwatch._errors import ConfigError
 from mlwatch._extract import Binding
 from mlwatch._health import HEALTH
@@ -266,6 +267,10 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
 
         return agen_wrapper
 
+    state = rec.plain_state() if not prediction_ids else None
+    if state is not None:  # the common call buffered in C (mlwatch._speedups), anything else by `record`
+        record_plain = _fast.SPEEDUPS.record_plain  # type: ignore[union-attr]  # plain_state checked it
+
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -276,7 +281,9 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
             except BaseException as exc:
                 record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
                 raise
-            record(t0, perf_counter_ns() - t0, args, kwargs, result, None)
+            duration = perf_counter_ns() - t0
+            if state is None or not record_plain(state, t0, duration, args, kwargs, result):
+                record(t0, duration, args, kwargs, result, None)
             return result
 
         return async_wrapper
@@ -295,6 +302,24 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
             return result
 
         return gen_wrapper
+
+    if state is not None:
+
+        @functools.wraps(fn)
+        def plain_wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = perf_counter_ns()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
+                raise
+            duration = perf_counter_ns() - t0
+            if not record_plain(state, t0, duration, args, kwargs, result):
+                record(t0, duration, args, kwargs, result, None)
+            return result
+
+        plain_wrapper.__mlwatch_recorder__ = rec  # type: ignore[attr-defined]
+        return plain_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -169,6 +169,55 @@ def test_an_interrupt_in_a_keys_hash_is_not_swallowed(speedups: Any) -> None:
     assert speedups.columns_from_dicts(rows, (Failing(),), np.empty((1, 1)), True) == [None]  # the Python path meets it
 
 
+def test_record_plain_buffers_what_the_python_recorder_would(speedups: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path's C fast path appends the very record `Recorder.record` appends, and leaves
+    every other case (and every buffer event: full, batch complete, worker stopped) to it."""
+
+    def predict(features: dict[str, Any]) -> Any:
+        return features["x"]
+
+    wrapped = mlwatch.monitor(model="t_record_plain")(predict)
+    rec = wrapped.__mlwatch_recorder__  # type: ignore[attr-defined]
+    state = rec.plain_state()
+    assert state is not None
+    runtime = state[0]
+    monkeypatch.setattr(runtime, "running", True)
+    monkeypatch.setattr(runtime, "capacity", 10)
+    monkeypatch.setattr(runtime, "batch_size", 5)
+    rec.queue.clear()
+    features = {"x": 1.5, "s": "a"}
+    assert speedups.record_plain(state, 7, 3, (features,), {}, 1.5)
+    assert speedups.record_plain(state, 8, 4, (features,), None, "label")
+    (r1, r2) = list(rec.queue)
+    assert r1 == (7, 3, features, None, 1.5, None, 2) and r1[2] is not features  # a copy: the caller may change its dict
+    assert r2 == (8, 4, features, None, "label", None, 2)
+    rec.queue.clear()
+    rec.record(7, 3, (features,), {}, 1.5, None)
+    assert list(rec.queue) == [r1]  # what the Python recorder appends
+    rec.queue.clear()
+    for args, kwargs, result in (
+        ((features,), {"k": 1}, 1.0),  # keywords
+        ((features, 2), {}, 1.0),  # two arguments
+        ((features.items(),), {}, 1.0),  # not a dict
+        ((features,), {}, [1.0]),  # a mutable result
+        ((), {}, 1.0),
+    ):
+        assert not speedups.record_plain(state, 1, 1, args, kwargs, result)
+    assert len(rec.queue) == 0
+    for _ in range(4):
+        assert speedups.record_plain(state, 1, 1, (features,), None, 1.0)
+    assert not speedups.record_plain(state, 1, 1, (features,), None, 1.0)  # the 5th completes a batch: Python wakes the worker
+    rec.record(1, 1, (features,), None, 1.0, None)
+    for _ in range(5):
+        assert speedups.record_plain(state, 1, 1, (features,), None, 1.0)  # past the batch: C again
+    assert len(rec.queue) == 10
+    assert not speedups.record_plain(state, 1, 1, (features,), None, 1.0)  # full: Python drops and counts it
+    monkeypatch.setattr(runtime, "running", False)
+    assert not speedups.record_plain(state, 1, 1, (features,), None, 1.0)  # the worker must be started: Python's job
+    assert not speedups.record_plain((1, 2), 1, 1, (features,), None, 1.0)  # odd state: no
+    assert not speedups.record_plain(state, 1, 1, [features], None, 1.0)
+
+
 def test_plain_calls(speedups: Any) -> None:
     """The common batch (one argument, no keywords, no error, kept) in one pass; anything else: None."""
     recs = [(1, 100, {"a": 1}, None, 0.5, None, 2), (2, 200, {"a": 2}, None, 3, None, 2)]
