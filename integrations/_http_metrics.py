@@ -277,10 +277,12 @@ class PathFilter:
         return path in self.exact or (bool(self.prefixes) and path.startswith(self.prefixes))
 
 
-#: Records per aggregation pass, the GIL offered between passes (and, within one, between body-parsing
-#: steps and between columns). 1,024 would save under 2 % of the instructions per request
-#: (`benchmarks/bench_http_instructions.py`: 99,643 vs 101,402) for GIL holds four times as long.
-SLICE = 256
+#: Records per aggregation pass, the GIL offered between passes (and, within one, every 0.5 ms of
+#: work: between body-parsing steps, columns, and inside the C loops). With the C loops the fixed
+#: cost per pass and column weighs more: 1,024 instead of 256 took 4.8 % of the instructions per
+#: request off (`benchmarks/bench_http_instructions.py`: 86,963 vs 90,831), and
+#: `benchmarks/bench_gil_wait.py` shows a serving thread's p99 wait at 0.6-0.8 ms (1.3 ms before).
+SLICE = 1024
 #: A request record's segment fields: method, route, status, error type, scheme.
 _SEGMENT_FIELDS = itemgetter(2, 3, 4, 5, 9)
 
