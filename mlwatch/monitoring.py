@@ -303,24 +303,6 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
 
         return gen_wrapper
 
-    if state is not None:
-
-        @functools.wraps(fn)
-        def plain_wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = perf_counter_ns()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
-                raise
-            duration = perf_counter_ns() - t0
-            if not record_plain(state, t0, duration, args, kwargs, result):
-                record(t0, duration, args, kwargs, result, None)
-            return result
-
-        plain_wrapper.__mlwatch_recorder__ = rec  # type: ignore[attr-defined]
-        return plain_wrapper
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         t0 = perf_counter_ns()
@@ -329,7 +311,9 @@ def _wrap(fn: Callable[..., Any], opts: tuple[Any, ...], *, is_method: bool | No
         except BaseException as exc:
             record(t0, perf_counter_ns() - t0, args, kwargs, None, exc)
             raise
-        record(t0, perf_counter_ns() - t0, args, kwargs, result, None)
+        duration = perf_counter_ns() - t0
+        if state is None or not record_plain(state, t0, duration, args, kwargs, result):
+            record(t0, duration, args, kwargs, result, None)
         return result
 
     wrapper.__mlwatch_recorder__ = rec  # type: ignore[attr-defined]
