@@ -1,7 +1,8 @@
 """The aggregator's optional C loops (`mlwatch._speedups`), or None where they are not in use.
 
 Built by `pip install` wherever a C compiler is present; without one mlwatch installs and gives the
-same results through its Python paths, only slower. Read `SPEEDUPS` at call time (tests swap it).
+same results through its Python paths, only slower. ``MLWATCH_SPEEDUPS=0`` in the environment turns
+them off (to rule them out when something looks wrong). Read `SPEEDUPS` at call time (tests swap it).
 The loops rely on the GIL, so a free-threaded CPython build does not load them (importing an
 extension that does not declare itself free-threading-safe would switch the GIL back on for the
 whole host process).
@@ -9,6 +10,7 @@ whole host process).
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from types import ModuleType
 
@@ -18,7 +20,7 @@ __all__ = ["AVAILABLE", "SPEEDUPS"]
 
 
 def _load() -> ModuleType | None:
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if sysconfig.get_config_var("Py_GIL_DISABLED") or os.environ.get("MLWATCH_SPEEDUPS", "").strip() == "0":
         return None
     try:
         from mlwatch import _speedups

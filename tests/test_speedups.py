@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 from typing import Any
 
@@ -32,6 +35,23 @@ def test_built_wherever_a_compiler_is() -> None:
         pytest.skip(f"no C compiler ({cc}): mlwatch runs on its Python paths")
     assert _fast.AVAILABLE
     assert mlwatch.health()["speedups"] is True
+
+
+def test_turned_off_by_the_environment() -> None:
+    """MLWATCH_SPEEDUPS=0: the Python paths everywhere, the hot path's included; same counts."""
+    code = (
+        "import mlwatch\n"
+        "from mlwatch.testing import capture\n"
+        "@mlwatch.monitor(model='m')\n"
+        "def predict(x): return x['a'] * 2\n"
+        "with capture() as cap:\n"
+        "    for i in range(100): predict({'a': float(i), 's': 'x'})\n"
+        "    p = cap.merged('m')\n"
+        "print(mlwatch.health()['speedups'], p.calls, p.columns['a'].count, p.columns['s'].category_counts())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MLWATCH_SPEEDUPS": "0"}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(maxsplit=3) == ["False", "100", "100", "{'x': 100}"]
 
 
 @pytest.fixture
