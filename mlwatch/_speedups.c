@@ -1,4 +1,5 @@
-/* The aggregator's per-value loops in C: rows of dicts to numeric columns and string counts.
+/* mlwatch's per-call and per-value loops in C: the hot path's common call (record_plain), and the
+   aggregator's reading of a batch (plain_calls; rows of dicts to numeric columns and string counts).
 
    In Python each value of a buffered call costs 60-90 ns to read out of its row, type-check and
    convert (a dict lookup, a list append, a type set, a float conversion, each a separate pass);
