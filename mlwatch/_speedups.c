@@ -506,11 +506,21 @@ plain_calls(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&lat);
         return NULL;
     }
-    /* The list cannot change from here on: nothing below runs Python code until `firsts` is built. */
+    /* Allocate first (on 3.11 an allocation may run the garbage collector, and so any __del__),
+       then check the list is as long as the buffers: the loop below allocates nothing and runs no
+       Python code, so the list cannot change under it. */
     Py_ssize_t n = PyList_GET_SIZE(records);
-    PyObject *firsts = NULL, *answer = NULL;
+    PyObject *answer = NULL, *firsts = PyList_New(n);
+    if (firsts == NULL) {
+        goto done;
+    }
     if (lat.len != n * (Py_ssize_t)sizeof(double) || res.len != n * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_ValueError, "buffers must hold one item per record");
+        goto done;
+    }
+    if (PyList_GET_SIZE(records) != n) { /* changed by a finalizer: the Python path reads what is there */
+        answer = Py_None;
+        Py_INCREF(answer);
         goto done;
     }
     double *d = (double *)lat.buf, *r = (double *)res.buf;
@@ -520,20 +530,14 @@ plain_calls(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != 7 || PyTuple_GET_ITEM(rec, 3) != Py_None
             || PyTuple_GET_ITEM(rec, 5) != Py_None || PyTuple_GET_ITEM(rec, 6) != one_arg
             || !PyLong_CheckExact(PyTuple_GET_ITEM(rec, 1)) || !as_double(PyTuple_GET_ITEM(rec, 1), &d[i])) {
-            answer = Py_None;
+            answer = Py_None; /* firsts' unfilled slots are NULL, which freeing it allows */
             Py_INCREF(answer);
             goto done;
         }
         if (results_ok) {
             results_ok = as_double(PyTuple_GET_ITEM(rec, 4), &r[i]);
         }
-    }
-    firsts = PyList_New(n);
-    if (firsts == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *arg = PyTuple_GET_ITEM(PyList_GET_ITEM(records, i), 2);
+        PyObject *arg = PyTuple_GET_ITEM(rec, 2);
         Py_INCREF(arg);
         PyList_SET_ITEM(firsts, i, arg);
     }
@@ -549,6 +553,8 @@ done:
 /* Attribute names read on the hot path, interned once at import. */
 static PyObject *str_capacity = NULL, *str_batch_size = NULL, *str_running = NULL;
 
+/* An int attribute of the runtime; 0 with *out set, or -1 (an exception maybe set) when it is
+   missing or not an int. A positive int too large for Py_ssize_t reads as PY_SSIZE_T_MAX. */
 static int
 runtime_ssize(PyObject *runtime, PyObject *name, Py_ssize_t *out)
 {
@@ -556,9 +562,47 @@ runtime_ssize(PyObject *runtime, PyObject *name, Py_ssize_t *out)
     if (v == NULL) {
         return -1;
     }
-    *out = PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
+    int ok = PyLong_Check(v);
+    if (ok) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        ok = overflow >= 0 && !(x == -1 && PyErr_Occurred()) && x >= 0;
+        *out = overflow > 0 || x > (long long)PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)x;
+    }
     Py_DECREF(v);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    return ok ? 0 : -1;
+}
+
+/* record_plain's "not mine": False, with any Exception cleared; a BaseException (KeyboardInterrupt,
+   SystemExit) raised by Python code run meanwhile propagates. */
+static PyObject *
+decline(void)
+{
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    Py_RETURN_FALSE;
+}
+
+/* Whether the runtime takes one more record from C now: running, room in the buffer, and not the
+   record that completes a batch (the length that wakes the aggregator). -1 on an error. */
+static int
+room_for_one(PyObject *runtime, PyObject *queue)
+{
+    Py_ssize_t capacity, batch, length = PyObject_Length(queue);
+    if (length < 0 || runtime_ssize(runtime, str_capacity, &capacity) < 0 || runtime_ssize(runtime, str_batch_size, &batch) < 0) {
+        return -1;
+    }
+    PyObject *running = PyObject_GetAttr(runtime, str_running);
+    if (running == NULL) {
+        return -1;
+    }
+    int is_running = running == Py_True;
+    Py_DECREF(running);
+    return is_running && length < capacity && length + 1 != batch;
 }
 
 PyDoc_STRVAR(record_plain_doc,
@@ -568,9 +612,8 @@ PyDoc_STRVAR(record_plain_doc,
 "immutable types, ONE_ARG). Appends (t0, duration, a copy of the dict, None, result, None, ONE_ARG)\n"
 "and answers True; answers False, having done nothing, for any other call and whenever the\n"
 "buffer is full, the aggregator thread is not running, or this record would complete a batch\n"
-"(the length that wakes the aggregator):\n"
-"the Python recorder then does all of it (drops counted, the worker started or woken). Never\n"
-"raises: a failure answers False too.");
+"(the length that wakes the aggregator): the Python recorder then does all of it (drops counted,\n"
+"the worker started or woken). Never raises an Exception: a failure answers False too.");
 
 static PyObject *
 record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -586,47 +629,36 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (skip < 0 || !PyTuple_CheckExact(call_args) || PyTuple_GET_SIZE(call_args) != skip + 1
         || (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) != 0))
         || !PyFrozenSet_CheckExact(immutable)) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
+        return decline();
     }
     PyObject *first = PyTuple_GET_ITEM(call_args, skip);
     if (!PyDict_CheckExact(first)) {
         Py_RETURN_FALSE;
     }
     /* Membership of the result's type: a frozenset of plain types hashes by identity. */
-    int plain = PySet_Contains(immutable, (PyObject *)Py_TYPE(result));
-    if (plain != 1) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
-    }
-    Py_ssize_t capacity, batch, length = PyObject_Length(queue);
-    if (length < 0 || runtime_ssize(runtime, str_capacity, &capacity) < 0 || runtime_ssize(runtime, str_batch_size, &batch) < 0) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
-    }
-    PyObject *running = PyObject_GetAttr(runtime, str_running);
-    int is_running = running == Py_True;
-    Py_XDECREF(running);
-    if (!is_running || length >= capacity || length + 1 == batch) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
+    if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || room_for_one(runtime, queue) != 1) {
+        return decline(); /* the cheap checks first: a full buffer costs no copy */
     }
     PyObject *copy = PyDict_Copy(first);
     if (copy == NULL) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
+        return decline();
     }
     PyObject *record = PyTuple_Pack(7, args[1], args[2], copy, Py_None, result, Py_None, PyTuple_GET_ITEM(state, 5));
     Py_DECREF(copy);
     if (record == NULL) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
+        return decline();
+    }
+    /* The copy and the tuple may have run the garbage collector (3.11), and another thread may
+       have appended meanwhile: look again, then append with nothing in between (a deque without
+       maxlen runs no Python code on append). */
+    if (room_for_one(runtime, queue) != 1) {
+        Py_DECREF(record);
+        return decline();
     }
     PyObject *r = PyObject_CallOneArg(append, record);
     Py_DECREF(record);
     if (r == NULL) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
+        return decline();
     }
     Py_DECREF(r);
     Py_RETURN_TRUE;
@@ -676,11 +708,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (str_capacity == NULL) {
-        str_capacity = PyUnicode_InternFromString("capacity");
-        str_batch_size = PyUnicode_InternFromString("batch_size");
-        str_running = PyUnicode_InternFromString("running");
+    if (str_capacity == NULL || str_batch_size == NULL || str_running == NULL) {
+        Py_XSETREF(str_capacity, PyUnicode_InternFromString("capacity"));
+        Py_XSETREF(str_batch_size, PyUnicode_InternFromString("batch_size"));
+        Py_XSETREF(str_running, PyUnicode_InternFromString("running"));
         if (str_capacity == NULL || str_batch_size == NULL || str_running == NULL) {
+            Py_CLEAR(str_capacity);
+            Py_CLEAR(str_batch_size);
+            Py_CLEAR(str_running);
             return NULL;
         }
     }

@@ -4,12 +4,14 @@ them hold exactly what the Python paths make of the same data."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 import mlwatch
 from mlwatch import Profile, _fast
 from mlwatch._runtime import RUNTIME, _all_row_dicts
+from mlwatch._snapshot import IMMUTABLE as _IMMUTABLE
 from mlwatch._tabular import SCALAR_TYPES, StrCounts, to_columns
 from mlwatch.column import ColumnProfile
 from mlwatch.profiling import ProfileConfig, update_profile
@@ -236,6 +239,57 @@ def test_record_plain_buffers_what_the_python_recorder_would(speedups: Any, monk
     assert not speedups.record_plain(state, 1, 1, (features,), None, 1.0)  # the worker must be started: Python's job
     assert not speedups.record_plain((1, 2), 1, 1, (features,), None, 1.0)  # odd state: no
     assert not speedups.record_plain(state, 1, 1, [features], None, 1.0)
+
+
+class _Runtime:
+    """What record_plain reads of the runtime."""
+
+    capacity, batch_size, running = 100, 5, True
+
+
+def test_record_plain_looks_again_after_the_copy(speedups: Any) -> None:
+    """Copying the dict may run the garbage collector (and a __del__ making a call of its own, or
+    letting another thread run): a record that would then complete the batch is left to Python,
+    which wakes the aggregator."""
+    queue: deque[Any] = deque(["x"] * 3)
+    state = (_Runtime(), queue, queue.append, 0, _IMMUTABLE, 2)
+
+    class Other:
+        def __del__(self) -> None:
+            queue.append("another call")
+
+    def garbage() -> None:
+        a = Other()
+        a.self = a  # type: ignore[attr-defined]
+
+    gc.disable()
+    old = gc.get_threshold()
+    gc.set_threshold(1)
+    keep = [{} for _ in range(200)]  # empty the dict free list: the copy allocates through the GC
+    garbage()
+    gc.enable()
+    try:
+        answered = speedups.record_plain(state, 1, 2, ({"a": 1.0},), {}, 1.0)
+    finally:
+        gc.set_threshold(*old)
+    del keep
+    assert list(queue) == ["x", "x", "x", "another call"]  # the collection ran inside the copy
+    assert answered is False  # 4 + 1 completes the batch of 5: Python's to append, and to wake the aggregator
+
+
+def test_record_plain_lets_an_interrupt_through(speedups: Any) -> None:
+    class Meta(type):
+        def __hash__(cls) -> int:
+            raise KeyboardInterrupt
+
+    class Odd(metaclass=Meta):
+        pass
+
+    queue: deque[Any] = deque()
+    state = (_Runtime(), queue, queue.append, 0, frozenset({float}), 2)
+    with pytest.raises(KeyboardInterrupt):
+        speedups.record_plain(state, 1, 2, ({"a": 1.0},), {}, Odd())
+    assert not queue
 
 
 def test_plain_calls(speedups: Any) -> None:
