@@ -587,13 +587,14 @@ decline(void)
     Py_RETURN_FALSE;
 }
 
-/* Whether the runtime takes one more record from C now: running, room in the buffer, and not the
-   record that completes a batch (the length that wakes the aggregator). -1 on an error. */
+/* Whether the runtime takes one more record from C: running, room in the buffer, and not the record
+   that completes a batch (the length that wakes the aggregator). -1 on an error. The limits read
+   are left in *capacity and *batch for a second look at the length alone. */
 static int
-room_for_one(PyObject *runtime, PyObject *queue)
+room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch)
 {
-    Py_ssize_t capacity, batch, length = PyObject_Length(queue);
-    if (length < 0 || runtime_ssize(runtime, str_capacity, &capacity) < 0 || runtime_ssize(runtime, str_batch_size, &batch) < 0) {
+    Py_ssize_t length = PyObject_Length(queue);
+    if (length < 0 || runtime_ssize(runtime, str_capacity, capacity) < 0 || runtime_ssize(runtime, str_batch_size, batch) < 0) {
         return -1;
     }
     PyObject *running = PyObject_GetAttr(runtime, str_running);
@@ -602,7 +603,7 @@ room_for_one(PyObject *runtime, PyObject *queue)
     }
     int is_running = running == Py_True;
     Py_DECREF(running);
-    return is_running && length < capacity && length + 1 != batch;
+    return is_running && length < *capacity && length + 1 != *batch;
 }
 
 PyDoc_STRVAR(record_plain_doc,
@@ -636,7 +637,8 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     }
     /* Membership of the result's type: a frozenset of plain types hashes by identity. */
-    if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || room_for_one(runtime, queue) != 1) {
+    Py_ssize_t capacity, batch;
+    if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || room_for_one(runtime, queue, &capacity, &batch) != 1) {
         return decline(); /* the cheap checks first: a full buffer costs no copy */
     }
     PyObject *copy = PyDict_Copy(first);
@@ -648,10 +650,11 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (record == NULL) {
         return decline();
     }
-    /* The copy and the tuple may have run the garbage collector (3.11), and another thread may
-       have appended meanwhile: look again, then append with nothing in between (a deque without
-       maxlen runs no Python code on append). */
-    if (room_for_one(runtime, queue) != 1) {
+    /* The copy and the tuple may have run the garbage collector (3.11), and so other calls: look at
+       the length again, then append with nothing in between (a deque without maxlen runs no Python
+       code on append). */
+    Py_ssize_t length = PyObject_Length(queue);
+    if (length < 0 || length >= capacity || length + 1 == batch) {
         Py_DECREF(record);
         return decline();
     }
