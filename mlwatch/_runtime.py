@@ -45,6 +45,7 @@ from mlwatch.profiling import ProfileConfig, update_profile_batches
 __all__ = ["RUNTIME", "Recorder", "Runtime"]
 
 _FIRST = operator.itemgetter(0)
+_RESULT = operator.itemgetter(4)  # a record's result
 OTHER_SEGMENT = "__other__"
 MISSING_SEGMENT = "__missing__"
 
@@ -283,7 +284,7 @@ class Recorder:
         out_batches: list[Any] = []
         if result_floats is None:
             if results is None:  # plain calls whose results are not all numbers
-                results = [rec[4] for rec in recs]
+                results = list(map(_RESULT, recs))
             kept = results if sampled is None or all(sampled) else [r for r, s in zip(results, sampled, strict=True) if s]
             result_floats = _floats(kept)  # in C: what profiling a list of them would make of them
         if result_floats is not None:
@@ -314,10 +315,8 @@ class Recorder:
             if _all_row_dicts(firsts):
                 inputs.rows.extend(firsts)
                 return
-        if kept is None or all_kwargs is None:
-            for arg in all_args:
-                split_inputs(self.binding, (arg,), None, inputs)
-            return
+        if kept is None or all_kwargs is None:  # plain calls: one argument each, no keywords
+            kept, all_kwargs = (ONE_ARG,) * len(all_args), (None,) * len(all_args)
         binding = self.binding
         for args, kwargs, k in zip(all_args, all_kwargs, kept, strict=True):
             if k:
