@@ -2,4 +2,4 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("mlwatch._speedups", ["mlwatch/_speedups.c"], optional=True, extra_compile_args=["-O2"])])
+setup(ext_modules=[Extension("mlwatch._speedups", ["mlwatch/_speedups.c", "mlwatch/_http_tap.c"], optional=True, extra_compile_args=["-O2"])])

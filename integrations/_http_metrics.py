@@ -89,7 +89,7 @@ from mlwatch.outcomes import REQUEST_CALLS, PendingPrediction, RequestCalls, new
 from mlwatch.profile import Profile
 from mlwatch.profiling import update_profile_batches
 
-from ._body import BodyBuffer, json_fields, json_rows, json_value
+from ._body import json_fields, json_rows, json_value
 
 __all__ = [
     "ACTIVE_REQUESTS",
@@ -549,19 +549,19 @@ class ResponsePrediction(PendingPrediction):
 
     __slots__ = ("_body", "_value")
 
-    def __init__(self, body: BodyBuffer) -> None:
-        self._body: BodyBuffer | None = body
+    def __init__(self, peek: Callable[[], bytes | None]) -> None:
+        self._body: Callable[[], bytes | None] | None = peek
         self._value: Any = None
 
     def settle(self) -> None:
         body = self._body
         if body is not None:
-            self._value = _prediction_of(body.peek())
+            self._value = _prediction_of(body())
             self._body = None
 
     def value(self) -> Any:
         body = self._body
-        return self._value if body is None else _prediction_of(body.peek())
+        return self._value if body is None else _prediction_of(body())
 
 
 class PredictionId:
@@ -593,8 +593,11 @@ class PredictionId:
             except Exception:  # not the context that set it (an unusual server): clear it, the request is over
                 REQUEST_CALLS.set(None)
 
-    def value(self, status: int, json_response: bool, request_body: BodyBuffer | None, response_body: BodyBuffer | None) -> str | None:
-        """The id to send with a response starting now with `status`; None when it is no prediction."""
+    def value(
+        self, status: int, json_response: bool, request_body: Callable[[], bytes | None] | None, response_body: Callable[[], bytes | None] | None
+    ) -> str | None:
+        """The id to send with a response starting now with `status`; None when it is no prediction.
+        The bodies are given by functions reading what is kept of them so far."""
         if not 200 <= status < 300:
             return None
         try:
@@ -605,7 +608,7 @@ class PredictionId:
             rec = self.route.recorder
             segment: dict[str, str] = {}
             if rec.segment_by:
-                raw = request_body.peek() if request_body is not None else None
+                raw = request_body() if request_body is not None else None
                 segment = rec._segment_of(json_fields(raw, count=False) if raw is not None else None)
             self.pending = ResponsePrediction(response_body)
             return new_prediction(rec.model, rec.version, segment, self.pending, self.started)
@@ -710,9 +713,14 @@ class HttpTelemetry:
             return None, None
         try:
             hit = self.models.match(path)
-            if hit is None:
-                return None, None
-            route = hit[1]
+        except Exception as exc:
+            HEALTH.count_error("http_route", exc)
+            return None, None
+        return self.for_route(hit[1]) if hit is not None else (None, None)
+
+    def for_route(self, route: ModelRoute) -> tuple[ModelRoute | None, PredictionId | None]:
+        """`routes` for a request to `route`, already matched. Never raises."""
+        try:
             deferred = route.deferred()
             return (None if deferred else route), (PredictionId(route, deferred) if self.id_header is not None else None)
         except Exception as exc:

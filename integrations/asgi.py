@@ -43,13 +43,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from time import perf_counter_ns
 from typing import Any
 
+from mlwatch import _fast
 from mlwatch._health import HEALTH
 from mlwatch.lifecycle import flush
 
-from ._body import BodyBuffer
 from ._http_metrics import DEFAULT_MAX_BODY_BYTES, HTTP_MODEL, HttpTelemetry, ModelRoute, PredictionId
+from ._tap import HttpTap, PyHttpTap
 
-__all__ = ["ASGIApp", "Message", "MlwatchASGIMiddleware", "Receive", "Scope", "Send", "route_from_scope"]
+__all__ = ["ASGIApp", "Message", "MlwatchASGIMiddleware", "PLAN_CACHE", "Receive", "Scope", "Send", "route_from_scope"]
+
+#: Paths whose plan (leave, record, model route) is kept: the first ones seen. Raw paths are the
+#: client's to choose, so the cache is bounded; a path beyond it is planned again on every request.
+PLAN_CACHE = 4096
 
 # The ASGI types, as starlette/types.py writes them (no framework import needed).
 Scope = MutableMapping[str, Any]
@@ -66,15 +71,6 @@ def route_from_scope(scope: Scope) -> str | None:
         return None
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else None
-
-
-def _is_json(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type" or name.lower() == b"content-type":
-            # find(), not `in`: bytes.__contains__ first tries its argument as an int, and the
-            # TypeError it raises and clears costs more than the whole search
-            return value.lower().find(b"json") != -1
-    return False
 
 
 def _with_id(message: Message, name: bytes, pid: str | None) -> Message:
@@ -118,62 +114,59 @@ class MlwatchASGIMiddleware:
         )
         self.route_of = route_of
         self.active_requests = 0
-        self._skip_exact = self.telemetry.excluded.exact  # the excluded paths, read inline on every request
-        self._skip_prefixes = self.telemetry.excluded.prefixes
+        self._plans: dict[str, ModelRoute | bool] = {}  # what to do with a path's requests (see `_plan`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         telemetry = self.telemetry
-        kind = ""
-        observe = full = False
-        model: ModelRoute | None = None
-        ids: PredictionId | None = None
-        request_size: int | None = 0
+        kind = None
+        plan: ModelRoute | bool = False
         try:
             kind = scope["type"]
-            path = scope["path"] if kind == "http" else ""
-            if kind == "http" and path not in self._skip_exact and not (self._skip_prefixes and path.startswith(self._skip_prefixes)):
-                observe = True
-                models = telemetry.models
-                if path in models.exact or models.patterns:  # maybe a model route
-                    model, ids = telemetry.routes(path)
-                    full = model is not None or ids is not None
-                for name, value in scope["headers"]:
-                    if name == b"content-length":
-                        request_size = int(value) if value.isdigit() else None
-                        break
-                    if name == b"transfer-encoding":
-                        full = True  # a chunked body: its size is counted as the app reads it
-                observe = full or telemetry.record is not None
+            if kind == "http":
+                path = scope["path"]
+                cached = self._plans.get(path)
+                plan = cached if cached is not None else self._plan(path)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
-            request_size = None
-        if not observe:
+            plan = False
+        if plan is False:
             if kind == "lifespan" and self.flush_on_shutdown:
                 await self._lifespan(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
-        if full:
-            await self._observe(scope, receive, send, model, ids, request_size)
+
+        model: ModelRoute | None = None
+        ids: PredictionId | None = None
+        if plan is not True:  # a model route
+            try:
+                model, ids = telemetry.for_route(plan)
+            except Exception as exc:  # the request is still recorded
+                HEALTH.count_error("http_middleware", exc)
+        try:
+            if model is None and ids is None and telemetry.record is None:  # nothing to record
+                plan = False
+            else:
+                speedups = _fast.SPEEDUPS
+                headers = scope["headers"]
+                cap = telemetry.max_body_bytes if model is not None else -1
+                tap = speedups.http_tap(send, headers, cap) if speedups is not None else PyHttpTap(send, headers, cap)
+        except Exception as exc:
+            HEALTH.count_error("http_middleware", exc)
+            plan = False
+        if plan is False:
+            await self.app(scope, receive, send)
             return
 
-        # The lean path: the status and the bytes sent, the time the app took, one buffered record.
-        status = 0
-        response_size = 0
+        app_receive = receive
+        if model is not None or tap.counting:
 
-        def send_wrapper(message: Message) -> Awaitable[None]:
-            """Notes the status and counts the body bytes, then hands the server's own awaitable back (no coroutine of ours)."""
-            nonlocal status, response_size
-            try:
-                kind = message["type"]
-                if kind == "http.response.body":
-                    response_size += len(message.get("body", b""))
-                elif kind == "http.response.start":
-                    status = message["status"]
-            except Exception as exc:
-                HEALTH.count_error("http_middleware", exc)
-            return send(message)
+            async def receive_tap() -> Message:
+                message = await receive()
+                tap.received(message)  # never raises
+                return message
 
+            app_receive = receive_tap
         in_flight = telemetry.in_flight
         key = ("", "")
         try:
@@ -183,25 +176,52 @@ class MlwatchASGIMiddleware:
         self.active_requests += 1
         active = self.active_requests
         error: BaseException | None = None
+        app_send: Send = tap
+        ids_token = None
+        if ids is not None:
+            app_send = _id_sender(tap, send, ids, telemetry.id_header_bytes)
+            ids_token = ids.enter()
         t0 = perf_counter_ns()
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, app_receive, app_send)
         except BaseException as exc:
             error = exc
             raise
         finally:
             duration = perf_counter_ns() - t0
             self.active_requests -= 1
+            if ids is not None:
+                ids.leave(ids_token)
             try:
                 in_flight[key] -= 1
+                status = tap.status
+                error_type = None
+                if error is not None:  # the server answers 500 to an exception raised before the response started
+                    status, error_type = status or 500, type(error).__name__
+                if tap.error is not None:
+                    HEALTH.count_error("http_middleware", tap.error)
                 record = telemetry.record
                 if record is not None:
-                    error_type = None
-                    if error is not None:  # the server answers 500 to an exception raised before the response started
-                        status, error_type = status or 500, type(error).__name__
-                    record(t0, duration, key[0], self.route_of(scope), status, error_type, request_size, response_size, active, key[1])
+                    record(t0, duration, key[0], self.route_of(scope), status, error_type, tap.request_size, tap.response_size, active, key[1])
+                if model is not None:
+                    request_body, response_body, over = tap.bodies()
+                    if over:
+                        HEALTH.count_dropped("http_body_too_large", over)
+                    telemetry.record_model(model, t0, duration, status, request_body, response_body, error_type)
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)
+
+    def _plan(self, path: str) -> ModelRoute | bool:
+        """What to do with requests to `path`: leave them alone (False), record the request (True),
+        or record it and the model route's call (its `ModelRoute`). Kept for the first paths seen."""
+        telemetry = self.telemetry
+        hit = telemetry.models.match(path) if telemetry.models else None
+        plan: ModelRoute | bool = False
+        if not telemetry.excluded(path):
+            plan = hit[1] if hit is not None else telemetry.record is not None
+        if len(self._plans) < PLAN_CACHE:
+            self._plans[path] = plan
+        return plan
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The lifespan scope: passed to the app with a flushing ``send``; spoken for an app that does not speak it."""
@@ -249,102 +269,22 @@ class MlwatchASGIMiddleware:
 
         return lifespan_send
 
-    async def _observe(
-        self, scope: Scope, receive: Receive, send: Send, model: ModelRoute | None, ids: PredictionId | None, request_size: int | None
-    ) -> None:
-        """The full path: a model route (its bodies teed), a prediction id to send, or a chunked request body to count."""
-        telemetry = self.telemetry
-        status = 0
-        response_size = 0
-        request_body: BodyBuffer | None = None
-        response_body: BodyBuffer | None = None
-        json_response = False
-        count_request = False
+
+def _id_sender(tap: HttpTap, send: Send, ids: PredictionId, header: bytes) -> Send:
+    """The app's ``send`` when the response carries its prediction id: the tap notes each message,
+    the id goes into ``http.response.start``, and the prediction settles before the last body chunk."""
+
+    def send_with_id(message: Message) -> Awaitable[None]:
+        tap.note(message)  # never raises
         try:
-            if request_size == 0:
-                count_request = any(name == b"transfer-encoding" for name, _ in scope["headers"])
-            if model is not None:
-                request_body = BodyBuffer(telemetry.max_body_bytes)
+            kind = message["type"]
+            if kind == "http.response.body":
+                if not message.get("more_body", False):
+                    ids.settle()  # before the last chunk leaves: a label cannot arrive sooner
+            elif kind == "http.response.start":
+                message = _with_id(message, header, ids.value(tap.status, tap.json, tap.peek_request, tap.peek_response))
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
-            request_size = None
+        return send(message)
 
-        def send_wrapper(message: Message) -> Awaitable[None]:
-            nonlocal status, response_size, json_response, response_body
-            try:
-                kind = message["type"]
-                if kind == "http.response.body":
-                    body = message.get("body", b"")
-                    response_size += len(body)
-                    if json_response and response_body is not None:
-                        response_body.add(body)
-                    if ids is not None and not message.get("more_body", False):
-                        ids.settle()  # before the last chunk leaves: a label cannot arrive sooner
-                elif kind == "http.response.start":
-                    status = message["status"]
-                    if model is not None and _is_json(message.get("headers", ())):
-                        json_response = True
-                        response_body = BodyBuffer(telemetry.max_body_bytes)
-                    if ids is not None:
-                        message = _with_id(message, telemetry.id_header_bytes, ids.value(status, json_response, request_body, response_body))
-            except Exception as exc:
-                HEALTH.count_error("http_middleware", exc)
-            return send(message)
-
-        app_receive = receive
-        if request_body is not None or count_request:
-
-            async def receive_wrapper() -> Message:
-                nonlocal request_size
-                message = await receive()
-                try:
-                    if message["type"] == "http.request":
-                        body = message.get("body", b"")
-                        if count_request and request_size is not None:
-                            request_size += len(body)
-                        if request_body is not None:
-                            request_body.add(body)
-                except Exception as exc:
-                    HEALTH.count_error("http_middleware", exc)
-                return message
-
-            app_receive = receive_wrapper
-
-        in_flight = telemetry.in_flight
-        key = ("", "")
-        try:
-            key = telemetry.arrive(scope["method"], scope.get("scheme") or "http")
-        except Exception as exc:
-            HEALTH.count_error("http_middleware", exc)
-        self.active_requests += 1
-        active = self.active_requests
-        error: BaseException | None = None
-        ids_token = ids.enter() if ids is not None else None
-        t0 = perf_counter_ns()
-        try:
-            await self.app(scope, app_receive, send_wrapper)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            duration = perf_counter_ns() - t0
-            self.active_requests -= 1
-            if ids is not None:
-                ids.leave(ids_token)
-            try:
-                in_flight[key] -= 1
-                if status == 0 and error is not None:
-                    status = 500  # the server answers 500 to an exception raised before the response started
-                error_type = None if error is None else type(error).__name__
-                record = telemetry.record
-                if record is not None:
-                    record(t0, duration, key[0], self.route_of(scope), status, error_type, request_size, response_size, active, key[1])
-                if model is not None:
-                    telemetry.record_model(
-                        model, t0, duration, status,
-                        request_body.raw() if request_body is not None else None,
-                        response_body.raw() if response_body is not None else None,
-                        error_type,
-                    )
-            except Exception as exc:
-                HEALTH.count_error("http_middleware", exc)
+    return send_with_id

@@ -160,7 +160,10 @@ class _Request:
         assert self.ids is not None
         name = self.middleware.telemetry.id_header or ""
         request_body = self.input._buffer if self.input is not None else None
-        pid = self.ids.value(self.status, self.json, request_body, self.response_body)
+        response_body = self.response_body
+        pid = self.ids.value(
+            self.status, self.json, request_body.peek if request_body is not None else None, response_body.peek if response_body is not None else None
+        )
         if pid is None or any(k.lower() == name.lower() for k, _ in headers):
             return headers
         return [*headers, (name, pid)]

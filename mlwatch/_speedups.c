@@ -16,6 +16,9 @@
 #include <Python.h>
 #include <string.h>
 
+/* mlwatch/_http_tap.c: adds http_tap(send, headers, cap) and its type to the module (0, or -1). */
+int mlwatch_http_tap_init(PyObject *module);
+
 /* Integers up to 2**53 convert to float64 exactly: beyond that the general path decides. */
 #define EXACT_INT_LIMIT (1LL << 53)
 
@@ -696,13 +699,25 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The HTTP tap (its own file) adds its type and function. */
+static int
+module_exec(PyObject *m)
+{
+    return mlwatch_http_tap_init(m);
+}
+
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "mlwatch._speedups",
     "The aggregator's per-value loops in C (optional: mlwatch works without them).",
     0,
     methods,
-    NULL,
+    slots,
     NULL,
     NULL,
     NULL,

@@ -1,0 +1,662 @@
+/* The ASGI middleware's per-request bookkeeping in C: `http_tap(send, headers, cap)`.
+
+   A tap is the `send` the middleware hands the app (it notes the status, the response bytes and,
+   on model routes, the JSON response body, then calls the server's `send` with the same message
+   and returns its awaitable) and the place the middleware's `receive` wrapper reports each request
+   message to (the body as the app reads it). Under a real server the middleware's Python closures
+   and BodyBuffer objects cost more than all of its recording: here one C object per request does
+   what they did, with the same answers (`mlwatch.integrations._tap.PyHttpTap` is the Python
+   version, used without the extension; tests compare the two).
+
+   Nothing here raises into the app: a failure while reading a message (an odd message type, a
+   mapping whose lookups raise) is kept in `error` for the middleware to count, and the message
+   goes to the server untouched. KeyboardInterrupt and SystemExit propagate. Header names and
+   values that are not bytes are skipped.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <string.h>
+
+static PyObject *s_type = NULL, *s_body = NULL, *s_status = NULL, *s_headers = NULL, *s_get = NULL, *s_join = NULL;
+static PyObject *s_response_body = NULL, *s_response_start = NULL, *s_request = NULL;
+static PyObject *empty_bytes = NULL, *empty_tuple = NULL;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *send;
+    PyObject *chunks[2]; /* request, response: NULL, one bytes, or a list of bytes */
+    PyObject *error;     /* the last failure while reading a message, or NULL */
+    Py_ssize_t cap;      /* < 0: keep no bodies */
+    Py_ssize_t kept[2];
+    long long request_size; /* < 0: unknown */
+    long long response_size;
+    long status;
+    char counting; /* a chunked request body: its size is counted as the app reads it */
+    char json;     /* the response is JSON (its body is kept) */
+    char over[2];  /* a body went over the cap: nothing of it is kept */
+} Tap;
+
+/* A failure was raised: kept as `error` (0), or -1 for a BaseException that must propagate. */
+static int
+noted(Tap *t)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    Py_XSETREF(t->error, value);
+    return 0;
+}
+
+/* message[key], or message.get(key, dflt) when dflt is given: a new reference, NULL with an error. */
+static PyObject *
+message_get(PyObject *message, PyObject *key, PyObject *dflt)
+{
+    if (PyDict_CheckExact(message)) {
+        PyObject *v = PyDict_GetItemWithError(message, key);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        if (dflt == NULL) {
+            PyErr_SetObject(PyExc_KeyError, key);
+            return NULL;
+        }
+        Py_INCREF(dflt);
+        return dflt;
+    }
+    if (dflt == NULL) {
+        return PyObject_GetItem(message, key);
+    }
+    return PyObject_CallMethodObjArgs(message, s_get, key, dflt, NULL);
+}
+
+static int
+is_kind(PyObject *kind, PyObject *name)
+{
+    return kind == name || (PyUnicode_Check(kind) && PyUnicode_Compare(kind, name) == 0);
+}
+
+/* The bytes of a bytes or bytearray object, else NULL (no error). */
+static const char *
+bytes_of(PyObject *o, Py_ssize_t *n)
+{
+    if (PyBytes_Check(o)) {
+        *n = PyBytes_GET_SIZE(o);
+        return PyBytes_AS_STRING(o);
+    }
+    if (PyByteArray_Check(o)) {
+        *n = PyByteArray_GET_SIZE(o);
+        return PyByteArray_AS_STRING(o);
+    }
+    return NULL;
+}
+
+static int
+lower_eq(const char *s, Py_ssize_t n, const char *lit)
+{
+    Py_ssize_t m = (Py_ssize_t)strlen(lit);
+    if (n != m) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TOLOWER((unsigned char)s[i]) != lit[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+contains_json(const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i + 4 <= n; i++) {
+        if (Py_TOLOWER((unsigned char)s[i]) == 'j' && lower_eq(s + i, 4, "json")) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* (name, value) of one header, borrowed from `seq` (a new reference the caller drops), or -1. */
+static int
+header_pair(PyObject *item, PyObject **seq, PyObject **name, PyObject **value)
+{
+    *seq = PySequence_Fast(item, "a header is a (name, value) pair");
+    if (*seq == NULL) {
+        return -1;
+    }
+    if (PySequence_Fast_GET_SIZE(*seq) != 2) {
+        Py_CLEAR(*seq);
+        PyErr_SetString(PyExc_ValueError, "a header is a (name, value) pair");
+        return -1;
+    }
+    *name = PySequence_Fast_GET_ITEM(*seq, 0);
+    *value = PySequence_Fast_GET_ITEM(*seq, 1);
+    return 0;
+}
+
+/* Whether the first content-type header says JSON: 1, 0, or -1 with an error. */
+static int
+is_json(PyObject *headers)
+{
+    PyObject *it = PyObject_GetIter(headers);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    int answer = 0;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *seq, *name, *value;
+        int r = header_pair(item, &seq, &name, &value);
+        Py_DECREF(item);
+        if (r < 0) {
+            answer = -1;
+            break;
+        }
+        Py_ssize_t n;
+        const char *s = bytes_of(name, &n);
+        if (s != NULL && lower_eq(s, n, "content-type")) {
+            s = bytes_of(value, &n);
+            answer = s != NULL && contains_json(s, n);
+            Py_DECREF(seq);
+            break;
+        }
+        Py_DECREF(seq);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : answer;
+}
+
+/* Keeps `chunk` (n bytes) as body `i` while the body stays within the cap; -1 with an error. */
+static int
+keep(Tap *t, int i, PyObject *chunk, Py_ssize_t n)
+{
+    if (n == 0 || t->over[i]) {
+        return 0;
+    }
+    if (n > t->cap - t->kept[i]) {
+        t->over[i] = 1;
+        Py_CLEAR(t->chunks[i]);
+        return 0;
+    }
+    t->kept[i] += n;
+    PyObject *b;
+    if (PyBytes_CheckExact(chunk)) {
+        Py_INCREF(chunk);
+        b = chunk;
+    }
+    else {
+        b = PyBytes_FromObject(chunk); /* a bytearray or memoryview may be reused: copied */
+        if (b == NULL) {
+            return -1;
+        }
+    }
+    PyObject *held = t->chunks[i];
+    if (held == NULL) {
+        t->chunks[i] = b;
+        return 0;
+    }
+    if (PyList_CheckExact(held)) {
+        int r = PyList_Append(held, b);
+        Py_DECREF(b);
+        return r;
+    }
+    PyObject *list = PyList_New(2);
+    if (list == NULL) {
+        Py_DECREF(b);
+        return -1;
+    }
+    PyList_SET_ITEM(list, 0, held); /* the reference held moves into the list */
+    PyList_SET_ITEM(list, 1, b);
+    t->chunks[i] = list;
+    return 0;
+}
+
+/* A body message (request: i = 0, response: i = 1): its size counted, its bytes kept as asked. */
+static int
+note_body(Tap *t, PyObject *message, int i)
+{
+    PyObject *body = message_get(message, s_body, empty_bytes);
+    if (body == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyBytes_CheckExact(body) ? PyBytes_GET_SIZE(body) : PyObject_Size(body);
+    int r = 0;
+    if (n < 0) {
+        r = -1;
+    }
+    else if (i == 1) {
+        t->response_size += n;
+        if (t->json && t->cap >= 0) {
+            r = keep(t, 1, body, n);
+        }
+    }
+    else {
+        if (t->counting && t->request_size >= 0) {
+            t->request_size += n;
+        }
+        if (t->cap >= 0) {
+            r = keep(t, 0, body, n);
+        }
+    }
+    Py_DECREF(body);
+    return r;
+}
+
+static int
+note_start(Tap *t, PyObject *message)
+{
+    PyObject *status = message_get(message, s_status, NULL);
+    if (status == NULL) {
+        return -1;
+    }
+    long s = PyLong_AsLong(status);
+    Py_DECREF(status);
+    if (s == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    t->status = s;
+    if (t->cap >= 0) {
+        PyObject *headers = message_get(message, s_headers, empty_tuple);
+        if (headers == NULL) {
+            return -1;
+        }
+        int j = is_json(headers);
+        Py_DECREF(headers);
+        if (j < 0) {
+            return -1;
+        }
+        if (j) {
+            t->json = 1;
+            Py_CLEAR(t->chunks[1]);
+            t->kept[1] = 0;
+            t->over[1] = 0;
+        }
+    }
+    return 0;
+}
+
+/* A message the app sends: 0 (a failure noted), or -1 when a BaseException must propagate. */
+static int
+tap_note(Tap *t, PyObject *message)
+{
+    PyObject *kind = message_get(message, s_type, NULL);
+    int r = 0;
+    if (kind != NULL) {
+        if (is_kind(kind, s_response_body)) {
+            r = note_body(t, message, 1);
+        }
+        else if (is_kind(kind, s_response_start)) {
+            r = note_start(t, message);
+        }
+        Py_DECREF(kind);
+    }
+    else {
+        r = -1;
+    }
+    return r < 0 ? noted(t) : 0;
+}
+
+static PyObject *
+tap_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Tap *t = (Tap *)self;
+    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL && tap_note(t, args[0]) < 0) {
+        return NULL;
+    }
+    PyObject *send = t->send;
+    if (send == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mlwatch: this request's send was cleared");
+        return NULL;
+    }
+    Py_INCREF(send);
+    PyObject *r = PyObject_Vectorcall(send, args, nargsf, kwnames);
+    Py_DECREF(send);
+    return r;
+}
+
+static PyObject *
+tap_note_method(PyObject *self, PyObject *message)
+{
+    if (tap_note((Tap *)self, message) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tap_received(PyObject *self, PyObject *message)
+{
+    Tap *t = (Tap *)self;
+    PyObject *kind = message_get(message, s_type, NULL);
+    int r = 0;
+    if (kind != NULL) {
+        if (is_kind(kind, s_request)) {
+            r = note_body(t, message, 0);
+        }
+        Py_DECREF(kind);
+    }
+    else {
+        r = -1;
+    }
+    if (r < 0 && noted(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Body i as one bytes object: a new reference, None when nothing is kept, NULL on an error. */
+static PyObject *
+joined(Tap *t, int i)
+{
+    PyObject *held = t->chunks[i];
+    if (held == NULL || t->over[i]) {
+        Py_RETURN_NONE;
+    }
+    if (PyBytes_CheckExact(held)) {
+        Py_INCREF(held);
+        return held;
+    }
+    return PyObject_CallMethodOneArg(empty_bytes, s_join, held);
+}
+
+static PyObject *
+tap_peek_request(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return joined((Tap *)self, 0);
+}
+
+static PyObject *
+tap_peek_response(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return joined((Tap *)self, 1);
+}
+
+static PyObject *
+tap_bodies(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    Tap *t = (Tap *)self;
+    int over = 0;
+    PyObject *req, *resp;
+    if (t->cap < 0) {
+        return Py_BuildValue("(OOi)", Py_None, Py_None, 0);
+    }
+    over += t->over[0];
+    req = joined(t, 0);
+    if (req == NULL) {
+        return NULL;
+    }
+    if (t->json) {
+        over += t->over[1];
+        resp = joined(t, 1);
+    }
+    else {
+        Py_INCREF(Py_None);
+        resp = Py_None;
+    }
+    if (resp == NULL) {
+        Py_DECREF(req);
+        return NULL;
+    }
+    PyObject *out = Py_BuildValue("(NNi)", req, resp, over);
+    return out;
+}
+
+static PyObject *
+get_status(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(((Tap *)self)->status);
+}
+
+static PyObject *
+get_response_size(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLongLong(((Tap *)self)->response_size);
+}
+
+static PyObject *
+get_request_size(PyObject *self, void *closure)
+{
+    (void)closure;
+    Tap *t = (Tap *)self;
+    if (t->request_size < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(t->request_size);
+}
+
+static PyObject *
+get_counting(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((Tap *)self)->counting);
+}
+
+static PyObject *
+get_json(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(((Tap *)self)->json);
+}
+
+static PyObject *
+get_error(PyObject *self, void *closure)
+{
+    (void)closure;
+    PyObject *e = ((Tap *)self)->error;
+    if (e == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(e);
+    return e;
+}
+
+static int
+tap_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    Tap *t = (Tap *)self;
+    Py_VISIT(t->send);
+    Py_VISIT(t->chunks[0]);
+    Py_VISIT(t->chunks[1]);
+    Py_VISIT(t->error);
+    return 0;
+}
+
+static int
+tap_clear(PyObject *self)
+{
+    Tap *t = (Tap *)self;
+    Py_CLEAR(t->send);
+    Py_CLEAR(t->chunks[0]);
+    Py_CLEAR(t->chunks[1]);
+    Py_CLEAR(t->error);
+    return 0;
+}
+
+static void
+tap_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    tap_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef tap_methods[] = {
+    {"note", tap_note_method, METH_O, "note(message): what the app sends, noted without sending it."},
+    {"received", tap_received, METH_O, "received(message): a message the app received (the request body)."},
+    {"bodies", tap_bodies, METH_NOARGS,
+     "bodies() -> (request body or None, JSON response body or None, bodies over the cap)."},
+    {"peek_request", tap_peek_request, METH_NOARGS, "peek_request() -> the request body kept so far, or None."},
+    {"peek_response", tap_peek_response, METH_NOARGS, "peek_response() -> the JSON response body kept so far, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef tap_getset[] = {
+    {"status", get_status, NULL, "the status sent (0: none yet)", NULL},
+    {"response_size", get_response_size, NULL, "response body bytes sent", NULL},
+    {"request_size", get_request_size, NULL, "request body bytes (content-length, or counted as read), None if unknown", NULL},
+    {"counting", get_counting, NULL, "whether the request body's size is counted as the app reads it", NULL},
+    {"json", get_json, NULL, "whether the response is JSON", NULL},
+    {"error", get_error, NULL, "the last failure while reading a message, or None", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mlwatch._speedups.HttpTap",
+    .tp_basicsize = sizeof(Tap),
+    .tp_dealloc = tap_dealloc,
+    .tp_vectorcall_offset = offsetof(Tap, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "One request's send (see http_tap).",
+    .tp_traverse = tap_traverse,
+    .tp_clear = tap_clear,
+    .tp_methods = tap_methods,
+    .tp_getset = tap_getset,
+};
+
+/* The request body's size from the scope's headers: content-length, or counting for a chunked body. */
+static int
+scan_request_headers(Tap *t, PyObject *headers)
+{
+    PyObject *it = PyObject_GetIter(headers);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    int chunked = 0, found = 0;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *seq, *name, *value;
+        int r = header_pair(item, &seq, &name, &value);
+        Py_DECREF(item);
+        if (r < 0) {
+            break;
+        }
+        Py_ssize_t n, m;
+        const char *s = bytes_of(name, &n);
+        if (s != NULL && n == 14 && memcmp(s, "content-length", 14) == 0) {
+            /* up to 18 digits (no overflow); anything else is an unknown size */
+            const char *v = bytes_of(value, &m);
+            long long size = v != NULL && m > 0 && m <= 18 ? 0 : -1;
+            for (Py_ssize_t i = 0; size >= 0 && i < m; i++) {
+                size = v[i] >= '0' && v[i] <= '9' ? size * 10 + (v[i] - '0') : -1;
+            }
+            t->request_size = size;
+            found = 1;
+            Py_DECREF(seq);
+            break;
+        }
+        if (s != NULL && n == 17 && memcmp(s, "transfer-encoding", 17) == 0) {
+            chunked = 1;
+        }
+        Py_DECREF(seq);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        t->request_size = -1;
+        return -1;
+    }
+    if (!found) {
+        t->request_size = 0;
+    }
+    t->counting = chunked && t->request_size == 0;
+    return 0;
+}
+
+PyDoc_STRVAR(http_tap_doc,
+"http_tap(send, headers, cap) -> HttpTap\n\n"
+"One request's tap: call it as the app's `send` (it notes the status, the response's size and,\n"
+"with cap >= 0, a JSON response's body up to cap bytes, then returns send(message)); report each\n"
+"message the app receives with `received` (the request body's size when chunked, and its bytes up to\n"
+"cap when cap >= 0). `headers` are the scope's: the request body's size comes from content-length.");
+
+static PyObject *
+http_tap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "http_tap takes (send, headers, cap)");
+        return NULL;
+    }
+    Py_ssize_t cap = PyLong_AsSsize_t(args[2]);
+    if (cap == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Tap *t = PyObject_GC_New(Tap, &TapType);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->vectorcall = tap_vectorcall;
+    Py_INCREF(args[0]);
+    t->send = args[0];
+    t->chunks[0] = t->chunks[1] = NULL;
+    t->error = NULL;
+    t->cap = cap;
+    t->kept[0] = t->kept[1] = 0;
+    t->request_size = 0;
+    t->response_size = 0;
+    t->status = 0;
+    t->counting = t->json = t->over[0] = t->over[1] = 0;
+    PyObject_GC_Track((PyObject *)t);
+    if (scan_request_headers(t, args[1]) < 0 && noted(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static PyMethodDef functions[] = {
+    {"http_tap", (PyCFunction)(void (*)(void))http_tap, METH_FASTCALL, http_tap_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+mlwatch_http_tap_init(PyObject *module)
+{
+    if (s_type == NULL) {
+        s_type = PyUnicode_InternFromString("type");
+        s_body = PyUnicode_InternFromString("body");
+        s_status = PyUnicode_InternFromString("status");
+        s_headers = PyUnicode_InternFromString("headers");
+        s_get = PyUnicode_InternFromString("get");
+        s_join = PyUnicode_InternFromString("join");
+        s_response_body = PyUnicode_InternFromString("http.response.body");
+        s_response_start = PyUnicode_InternFromString("http.response.start");
+        s_request = PyUnicode_InternFromString("http.request");
+        empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+        empty_tuple = PyTuple_New(0);
+        if (!s_type || !s_body || !s_status || !s_headers || !s_get || !s_join || !s_response_body || !s_response_start
+            || !s_request || !empty_bytes || !empty_tuple) {
+            Py_CLEAR(s_type);
+            return -1;
+        }
+    }
+    if (PyType_Ready(&TapType) < 0 || PyModule_AddFunctions(module, functions) < 0) {
+        return -1;
+    }
+    Py_INCREF(&TapType);
+    if (PyModule_AddObject(module, "HttpTap", (PyObject *)&TapType) < 0) {
+        Py_DECREF(&TapType);
+        return -1;
+    }
+    return 0;
+}
