@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any
 
+from mlwatch import _fast
 from mlwatch._gil import offer
 from mlwatch._health import HEALTH
 from mlwatch._json import fast_loads as _fast_loads
@@ -158,11 +159,16 @@ def _rows(raws: Sequence[bytes], count: bool) -> list[dict[str, Any]]:
             parsed = list(map(_fast_loads, raws))
         except Exception:  # one of them is not JSON orjson reads: each is parsed (and counted) alone
             return [json_fields(raw, count=count) for raw in raws]
-        if (
-            set(map(type, parsed)) == {dict}
-            and max(map(len, parsed)) <= MAX_FIELDS
-            and _SCALAR_SET.issuperset(map(type, chain.from_iterable(map(dict.values, parsed))))
-        ):
+        speedups = _fast.SPEEDUPS
+        if speedups is not None:
+            flat = speedups.flat_dict_rows(parsed, _SCALAR_SET, MAX_FIELDS)
+        else:
+            flat = (
+                set(map(type, parsed)) == {dict}
+                and max(map(len, parsed)) <= MAX_FIELDS
+                and _SCALAR_SET.issuperset(map(type, chain.from_iterable(map(dict.values, parsed))))
+            )
+        if flat:
             return parsed
         return [_fields(doc, count) for doc in parsed]  # what orjson read is what json_value gives
     return [json_fields(raw, count=count) for raw in raws]

@@ -448,6 +448,55 @@ all_row_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(flat_dict_rows_doc,
+"flat_dict_rows(values, scalar_types, max_fields) -> bool\n\n"
+"True when every item of the list `values` is an exact dict of at most `max_fields` entries whose\n"
+"values' types are all in the frozenset `scalar_types`: parsed JSON bodies that are flat objects,\n"
+"usable as feature rows as they are (mlwatch.integrations._body).");
+
+static PyObject *
+flat_dict_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    Py_ssize_t max_fields = nargs == 3 ? PyLong_AsSsize_t(args[2]) : -1;
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyFrozenSet_CheckExact(args[1]) || max_fields < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "flat_dict_rows(values: list, scalar_types: frozenset, max_fields: int >= 0)");
+        }
+        return NULL;
+    }
+    PyObject *values = args[0], *types = args[1];
+    /* As all_row_dicts: a type's membership may run Python code (a metaclass's __hash__ or __eq__),
+       so the type is held meanwhile and the list and each dict re-read on every step; a dict that
+       changes size while it is read answers False. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
+        PyObject *d = PyList_GET_ITEM(values, i);
+        if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) > max_fields) {
+            Py_RETURN_FALSE;
+        }
+        Py_INCREF(d);
+        Py_ssize_t pos = 0, size = PyDict_GET_SIZE(d);
+        PyObject *k, *v;
+        int ok = 1;
+        while (ok && PyDict_Next(d, &pos, &k, &v)) {
+            PyObject *t = (PyObject *)Py_TYPE(v);
+            Py_INCREF(t);
+            int in = PySet_Contains(types, t);
+            Py_DECREF(t);
+            if (in < 0) {
+                Py_DECREF(d);
+                return NULL;
+            }
+            ok = in && PyDict_GET_SIZE(d) == size;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(dict_rows_width_doc,
 "dict_rows_width(rows) -> int\n\n"
 "The length shared by every item of the list `rows` when each is an exact dict of that length; -1\n"
@@ -695,6 +744,7 @@ static PyMethodDef methods[] = {
     {"record_plain", (PyCFunction)(void (*)(void))record_plain, METH_FASTCALL, record_plain_doc},
     {"plain_calls", (PyCFunction)(void (*)(void))plain_calls, METH_FASTCALL, plain_calls_doc},
     {"dict_rows_width", dict_rows_width, METH_O, dict_rows_width_doc},
+    {"flat_dict_rows", (PyCFunction)(void (*)(void))flat_dict_rows, METH_FASTCALL, flat_dict_rows_doc},
     {"all_row_dicts", (PyCFunction)(void (*)(void))all_row_dicts, METH_FASTCALL, all_row_dicts_doc},
     {NULL, NULL, 0, NULL},
 };
