@@ -468,7 +468,7 @@ class ModelRecorder(Recorder):
 class ModelRoute:
     """One model route: its template, the model's recorder, and the double-counting check."""
 
-    __slots__ = ("_checked_at", "_deferred", "model", "recorder", "template")
+    __slots__ = ("_checked_at", "_deferred", "model", "recorder", "sink", "template")
 
     def __init__(self, template: str, recorder: ModelRecorder) -> None:
         self.template = template
@@ -476,6 +476,11 @@ class ModelRoute:
         self.model = recorder.model
         self._checked_at = -1
         self._deferred = False
+        #: Where the C tap buffers this route's calls (see `mlwatch.integrations._tap`); False when
+        #: the recorder samples, which its Python function decides.
+        self.sink: tuple[Any, ...] | bool = (
+            (recorder.runtime, recorder.queue, recorder.queue.append, ONE_ARG) if recorder.sample_rate >= 1.0 else False
+        )
 
     def deferred(self) -> bool:
         """True when another recorder of the same model exists in the process (it owns the model)."""
@@ -684,6 +689,8 @@ class HttpTelemetry:
             _TELEMETRIES.add(self)
             add_live(ACTIVE_REQUESTS, _active_requests)
         self.record = self.http.record_request if self.http is not None else None
+        #: Where the C tap buffers request records (see `mlwatch.integrations._tap`), None without them.
+        self.sink = (self.http.runtime, self.http.queue, self.http.queue.append) if self.http is not None else None
 
     def arrive(self, method: str, scheme: str) -> tuple[str, str]:
         """A request arrives: counted in `in_flight` under its key, returned (the caller takes it off when it leaves).

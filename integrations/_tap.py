@@ -8,7 +8,9 @@ between). The middleware's ``receive`` wrapper reports each message the app rece
 `received`, which counts a chunked request body's bytes and keeps the body (``cap >= 0``). The
 request body's size comes from the scope's ``content-length`` header (up to 18 digits; otherwise
 unknown, None), or is counted as read when the body is chunked. ``bodies()`` gives what was kept
-at the end, ``peek_request()`` / ``peek_response()`` what is kept so far.
+at the end, ``peek_request()`` / ``peek_response()`` what is kept so far. The C tap's ``finish``
+buffers the request's records itself in the common case (see its docstring); `PyHttpTap.finish`
+always leaves that to the middleware's Python path.
 
 Why: per request, the middleware's Python closures and two `BodyBuffer` objects cost more than
 everything else it does on the request path, so `mlwatch._speedups.http_tap` does this in C when
@@ -47,6 +49,9 @@ class HttpTap(Protocol):
     def note(self, message: Any) -> None: ...
     def received(self, message: Any) -> None: ...
     def bodies(self) -> tuple[bytes | None, bytes | None, int]: ...
+    def finish(
+        self, http: Any, model: Any, t0: int, duration: int, error: BaseException | None, scope: Any, method: str, scheme: str, active: int
+    ) -> bool: ...
     def peek_request(self) -> bytes | None: ...
     def peek_response(self) -> bytes | None: ...
 
@@ -133,6 +138,12 @@ class PyHttpTap:
         request, response = self._request, self._response if self.json else None
         over = (request is not None and request.over) + (response is not None and response.over)
         return self.peek_request(), (response.peek() if response is not None else None), over
+
+    def finish(
+        self, http: Any, model: Any, t0: int, duration: int, error: BaseException | None, scope: Any, method: str, scheme: str, active: int
+    ) -> bool:
+        """The C tap buffers the request's records itself; here the middleware's Python recording does (False)."""
+        return False
 
     def peek_request(self) -> bytes | None:
         return self._request.peek() if self._request is not None else None

@@ -113,6 +113,7 @@ class MlwatchASGIMiddleware:
             prediction_id_header=prediction_id_header,
         )
         self.route_of = route_of
+        self._c_finish = route_of is route_from_scope  # the C tap reads the route template as route_from_scope does
         self.active_requests = 0
         self._plans: dict[str, ModelRoute | bool] = {}  # what to do with a path's requests (see `_plan`)
 
@@ -140,7 +141,10 @@ class MlwatchASGIMiddleware:
         ids: PredictionId | None = None
         if plan is not True:  # a model route
             try:
-                model, ids = telemetry.for_route(plan)
+                if telemetry.id_header is None:
+                    model = None if plan.deferred() else plan
+                else:
+                    model, ids = telemetry.for_route(plan)
             except Exception as exc:  # the request is still recorded
                 HEALTH.count_error("http_middleware", exc)
         try:
@@ -170,7 +174,12 @@ class MlwatchASGIMiddleware:
         in_flight = telemetry.in_flight
         key = ("", "")
         try:
-            key = telemetry.arrive(scope["method"], scope.get("scheme") or "http")
+            key = (scope["method"], scope.get("scheme") or "http")
+            n = in_flight.get(key)
+            if n is not None:  # telemetry.arrive, inline for a known key
+                in_flight[key] = n + 1
+            else:
+                key = telemetry.arrive(*key)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
         self.active_requests += 1
@@ -194,22 +203,30 @@ class MlwatchASGIMiddleware:
                 ids.leave(ids_token)
             try:
                 in_flight[key] -= 1
-                status = tap.status
-                error_type = None
-                if error is not None:  # the server answers 500 to an exception raised before the response started
-                    status, error_type = status or 500, type(error).__name__
-                if tap.error is not None:
-                    HEALTH.count_error("http_middleware", tap.error)
-                record = telemetry.record
-                if record is not None:
-                    record(t0, duration, key[0], self.route_of(scope), status, error_type, tap.request_size, tap.response_size, active, key[1])
-                if model is not None:
-                    request_body, response_body, over = tap.bodies()
-                    if over:
-                        HEALTH.count_dropped("http_body_too_large", over)
-                    telemetry.record_model(model, t0, duration, status, request_body, response_body, error_type)
+                if not (self._c_finish and tap.finish(telemetry.sink, model.sink if model is not None else None, t0, duration, error, scope, key[0], key[1], active)):
+                    self._record(tap, model, t0, duration, error, scope, key, active)
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)
+
+    def _record(
+        self, tap: HttpTap, model: ModelRoute | None, t0: int, duration: int, error: BaseException | None, scope: Scope, key: tuple[str, str], active: int
+    ) -> None:
+        """The request's records, through the recorders' Python functions (`HttpTap.finish` buffers the common case in C)."""
+        telemetry = self.telemetry
+        status = tap.status
+        error_type = None
+        if error is not None:  # the server answers 500 to an exception raised before the response started
+            status, error_type = status or 500, type(error).__name__
+        if tap.error is not None:
+            HEALTH.count_error("http_middleware", tap.error)
+        record = telemetry.record
+        if record is not None:
+            record(t0, duration, key[0], self.route_of(scope), status, error_type, tap.request_size, tap.response_size, active, key[1])
+        if model is not None:
+            request_body, response_body, over = tap.bodies()
+            if over:
+                HEALTH.count_dropped("http_body_too_large", over)
+            telemetry.record_model(model, t0, duration, status, request_body, response_body, error_type)
 
     def _plan(self, path: str) -> ModelRoute | bool:
         """What to do with requests to `path`: leave them alone (False), record the request (True),

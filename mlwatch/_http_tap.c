@@ -20,7 +20,11 @@
 
 static PyObject *s_type = NULL, *s_body = NULL, *s_status = NULL, *s_headers = NULL, *s_get = NULL, *s_join = NULL;
 static PyObject *s_response_body = NULL, *s_response_start = NULL, *s_request = NULL;
+static PyObject *s_route = NULL, *s_path = NULL;
 static PyObject *empty_bytes = NULL, *empty_tuple = NULL;
+
+/* In mlwatch/_speedups.c: whether a recorder's buffer takes one more record from C. */
+int mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch);
 
 typedef struct {
     PyObject_HEAD
@@ -418,6 +422,171 @@ tap_bodies(PyObject *self, PyObject *unused)
     return out;
 }
 
+/* The route template Starlette leaves in the scope (asgi.route_from_scope): a new reference, None
+   when there is none, NULL with an error. */
+static PyObject *
+route_template(PyObject *scope)
+{
+    PyObject *route = PyDict_GetItemWithError(scope, s_route);
+    if (route == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (route == Py_None) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(route);
+    PyObject *path = PyObject_GetAttr(route, s_path);
+    Py_DECREF(route);
+    if (path == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!PyUnicode_Check(path)) {
+        Py_DECREF(path);
+        Py_RETURN_NONE;
+    }
+    return path;
+}
+
+/* A sink: (runtime, queue, queue.append[, ONE_ARG]) with room for one more record from C. */
+static int
+sink_room(PyObject *sink, Py_ssize_t size, Py_ssize_t *capacity, Py_ssize_t *batch)
+{
+    if (!PyTuple_CheckExact(sink) || PyTuple_GET_SIZE(sink) != size) {
+        return 0;
+    }
+    return mlwatch_room_for_one(PyTuple_GET_ITEM(sink, 0), PyTuple_GET_ITEM(sink, 1), capacity, batch);
+}
+
+/* Whether the queue still takes the record (the length looked at again, with nothing run since). */
+static int
+still_room(PyObject *sink, Py_ssize_t capacity, Py_ssize_t batch)
+{
+    Py_ssize_t length = PyObject_Length(PyTuple_GET_ITEM(sink, 1));
+    return length >= 0 && length < capacity && length + 1 != batch;
+}
+
+static PyObject *
+finish_decline(PyObject *held[], int n)
+{
+    for (int i = 0; i < n; i++) {
+        Py_XDECREF(held[i]);
+    }
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    Py_RETURN_FALSE;
+}
+
+PyDoc_STRVAR(tap_finish_doc,
+"finish(http, model, t0, duration, error, scope, method, scheme, active) -> bool\n\n"
+"The request's records, buffered from C: the request's (`http`: (runtime, queue, queue.append), or\n"
+"None for none) and the model route's call (`model`: (runtime, queue, queue.append, ONE_ARG), None\n"
+"for no model route, False when its recorder samples). Answers False, having buffered nothing,\n"
+"whenever the Python recorders must decide (a failure noted, a body over the cap, a sampled model,\n"
+"a full buffer, the record completing a batch, the worker not running): the middleware then\n"
+"records through them. The route template is read from scope[\"route\"].path, as Starlette sets it.");
+
+static PyObject *
+tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Tap *t = (Tap *)self;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "finish takes 9 arguments");
+        return NULL;
+    }
+    PyObject *http = args[0], *model = args[1], *error = args[4], *scope = args[5];
+    /* error_type, route, http record, model record, and the pieces of the records */
+    PyObject *held[8] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (t->error != NULL || model == Py_False || !PyDict_CheckExact(scope)
+        || (model != Py_None && (t->over[0] || t->over[1]))) {
+        Py_RETURN_FALSE;
+    }
+    long status = t->status;
+    if (error != Py_None) {
+        held[0] = PyType_GetName(Py_TYPE(error));
+        if (held[0] == NULL) {
+            return finish_decline(held, 8);
+        }
+        if (status == 0) {
+            status = 500; /* the server answers 500 to an exception raised before the response started */
+        }
+    }
+    PyObject *error_type = held[0] != NULL ? held[0] : Py_None;
+    int want_model = model != Py_None && !(error == Py_None && status >= 400 && status < 500); /* 4xx: no model call */
+    Py_ssize_t cap_h = 0, batch_h = 0, cap_m = 0, batch_m = 0;
+    if ((http != Py_None && sink_room(http, 3, &cap_h, &batch_h) != 1) || (want_model && sink_room(model, 4, &cap_m, &batch_m) != 1)) {
+        return finish_decline(held, 8);
+    }
+    if (http != Py_None) {
+        held[1] = route_template(scope);
+        held[3] = PyLong_FromLong(status);
+        held[4] = t->request_size >= 0 ? PyLong_FromLongLong(t->request_size) : (Py_INCREF(Py_None), Py_None);
+        held[5] = PyLong_FromLongLong(t->response_size);
+        if (held[1] == NULL || held[3] == NULL || held[4] == NULL || held[5] == NULL) {
+            return finish_decline(held, 8);
+        }
+        held[2] = PyTuple_Pack(10, args[2], args[3], args[6], held[1], held[3], error_type, held[4], held[5], args[8], args[7]);
+        if (held[2] == NULL) {
+            return finish_decline(held, 8);
+        }
+    }
+    if (want_model) {
+        PyObject *body = joined(t, 0);
+        held[6] = body;
+        if (body == Py_None) {
+            Py_DECREF(body);
+            Py_INCREF(empty_bytes);
+            held[6] = empty_bytes;
+        }
+        held[7] = error == Py_None && status >= 200 && status < 300 && t->json ? joined(t, 1) : (Py_INCREF(Py_None), Py_None);
+        if (held[6] == NULL || held[7] == NULL) {
+            return finish_decline(held, 8);
+        }
+        PyObject *rec = PyTuple_Pack(7, args[2], args[3], held[6], Py_None, held[7], error_type, PyTuple_GET_ITEM(model, 3));
+        if (rec == NULL) {
+            return finish_decline(held, 8);
+        }
+        Py_SETREF(held[6], rec); /* the model record holds the body now */
+        Py_CLEAR(held[7]);
+    }
+    /* Allocating may have run the garbage collector, and so other code: the lengths once more, then
+       the appends with nothing in between (a deque without maxlen runs no Python code on append). */
+    if ((held[2] != NULL && !still_room(http, cap_h, batch_h)) || (want_model && !still_room(model, cap_m, batch_m))) {
+        return finish_decline(held, 8);
+    }
+    if (want_model) {
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(model, 2), held[6]);
+        if (r == NULL) {
+            return finish_decline(held, 8);
+        }
+        Py_DECREF(r);
+    }
+    if (held[2] != NULL) {
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(http, 2), held[2]);
+        if (r == NULL) { /* the model's record went in: an error now, not a second record by Python */
+            for (int i = 0; i < 8; i++) {
+                Py_XDECREF(held[i]);
+            }
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    for (int i = 0; i < 8; i++) {
+        Py_XDECREF(held[i]);
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyObject *
 get_status(PyObject *self, void *closure)
 {
@@ -504,6 +673,7 @@ static PyMethodDef tap_methods[] = {
     {"received", tap_received, METH_O, "received(message): a message the app received (the request body)."},
     {"bodies", tap_bodies, METH_NOARGS,
      "bodies() -> (request body or None, JSON response body or None, bodies over the cap)."},
+    {"finish", (PyCFunction)(void (*)(void))tap_finish, METH_FASTCALL, tap_finish_doc},
     {"peek_request", tap_peek_request, METH_NOARGS, "peek_request() -> the request body kept so far, or None."},
     {"peek_response", tap_peek_response, METH_NOARGS, "peek_response() -> the JSON response body kept so far, or None."},
     {NULL, NULL, 0, NULL},
@@ -642,10 +812,12 @@ mlwatch_http_tap_init(PyObject *module)
         s_response_body = PyUnicode_InternFromString("http.response.body");
         s_response_start = PyUnicode_InternFromString("http.response.start");
         s_request = PyUnicode_InternFromString("http.request");
+        s_route = PyUnicode_InternFromString("route");
+        s_path = PyUnicode_InternFromString("path");
         empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
         empty_tuple = PyTuple_New(0);
         if (!s_type || !s_body || !s_status || !s_headers || !s_get || !s_join || !s_response_body || !s_response_start
-            || !s_request || !empty_bytes || !empty_tuple) {
+            || !s_request || !s_route || !s_path || !empty_bytes || !empty_tuple) {
             Py_CLEAR(s_type);
             return -1;
         }

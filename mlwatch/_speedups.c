@@ -18,6 +18,7 @@
 
 /* mlwatch/_http_tap.c: adds http_tap(send, headers, cap) and its type to the module (0, or -1). */
 int mlwatch_http_tap_init(PyObject *module);
+int mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch);
 
 /* Integers up to 2**53 convert to float64 exactly: beyond that the general path decides. */
 #define EXACT_INT_LIMIT (1LL << 53)
@@ -642,8 +643,8 @@ decline(void)
 /* Whether the runtime takes one more record from C: running, room in the buffer, and not the record
    that completes a batch (the length that wakes the aggregator). -1 on an error. The limits read
    are left in *capacity and *batch for a second look at the length alone. */
-static int
-room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch)
+int
+mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch)
 {
     Py_ssize_t length = PyObject_Length(queue);
     if (length < 0 || runtime_ssize(runtime, str_capacity, capacity) < 0 || runtime_ssize(runtime, str_batch_size, batch) < 0) {
@@ -690,7 +691,7 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     /* Membership of the result's type: a frozenset of plain types hashes by identity. */
     Py_ssize_t capacity, batch;
-    if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || room_for_one(runtime, queue, &capacity, &batch) != 1) {
+    if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || mlwatch_room_for_one(runtime, queue, &capacity, &batch) != 1) {
         return decline(); /* the cheap checks first: a full buffer costs no copy */
     }
     PyObject *copy = PyDict_Copy(first);
