@@ -710,6 +710,7 @@ scan_request_headers(Tap *t, PyObject *headers)
 {
     PyObject *it = PyObject_GetIter(headers);
     if (it == NULL) {
+        t->request_size = -1;
         return -1;
     }
     PyObject *item;

@@ -1,0 +1,222 @@
+"""The ASGI middleware's per-request tap: the C one (mlwatch._speedups.http_tap) answers as PyHttpTap does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import weakref
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlwatch import _fast
+from mlwatch._runtime import RUNTIME
+from mlwatch.integrations._tap import PyHttpTap
+from mlwatch.integrations.asgi import MlwatchASGIMiddleware
+
+pytestmark = pytest.mark.skipif(_fast.SPEEDUPS is None, reason="mlwatch._speedups is not built")
+
+KINDS = ("http.response.start", "http.response.body", "http.request", "http.disconnect", "lifespan.startup")
+byteslike = st.one_of(st.binary(max_size=40), st.binary(max_size=40).map(bytearray), st.binary(max_size=40).map(memoryview))
+oddvalue = st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=5), st.lists(st.integers(), max_size=2))
+header_name = st.sampled_from([b"content-type", b"Content-Type", b"content-length", b"transfer-encoding", b"host", "content-type"])
+header_value = st.one_of(
+    st.sampled_from([b"application/json", b"text/plain", b"APPLICATION/JSON; charset=utf-8", b"12", b"0", b"1x", b"", b"9" * 19]),
+    st.binary(max_size=12),
+    st.text(max_size=5),
+)
+header = st.one_of(st.tuples(header_name, header_value), st.lists(header_name, max_size=3), st.integers())
+headers = st.one_of(st.lists(header, max_size=5), st.none(), st.integers())
+
+
+@st.composite
+def messages(draw: Any) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.one_of(oddvalue, st.dictionaries(st.text(max_size=3), oddvalue, max_size=2)))
+    msg: dict[str, Any] = {}
+    if draw(st.integers(0, 5)):
+        msg["type"] = draw(st.one_of(st.sampled_from(KINDS), oddvalue))
+    if draw(st.booleans()):
+        msg["body"] = draw(st.one_of(byteslike, oddvalue))
+    if draw(st.booleans()):
+        msg["status"] = draw(st.one_of(st.integers(100, 599), oddvalue))
+    if draw(st.booleans()):
+        msg["headers"] = draw(headers)
+    return msg
+
+
+def _state(tap: Any) -> tuple[Any, ...]:
+    def plain(b: Any) -> Any:
+        return bytes(b) if b is not None else None
+
+    req, resp, over = tap.bodies()
+    return (
+        tap.status, tap.response_size, tap.request_size, tap.counting, tap.json, tap.error is None,
+        plain(req), plain(resp), over, plain(tap.peek_request()), plain(tap.peek_response()),
+    )
+
+
+async def _send(message: Any) -> Any:
+    return message
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    request_headers=headers, cap=st.sampled_from([-1, 0, 5, 64]),
+    steps=st.lists(st.tuples(st.sampled_from(["send", "note", "received"]), messages()), max_size=8),
+)
+def test_c_tap_answers_as_the_python_tap(request_headers: Any, cap: int, steps: list[tuple[str, Any]]) -> None:
+    speedups = _fast.SPEEDUPS
+    assert speedups is not None
+    taps = [speedups.http_tap(_send, request_headers, cap), PyHttpTap(_send, request_headers, cap)]
+    for how, message in steps:
+        for tap in taps:
+            if how == "send":
+                coro = tap(message)
+                assert asyncio.run(coro) is message  # the server's send got the message itself
+            else:
+                getattr(tap, how)(message)
+        assert _state(taps[0]) == _state(taps[1])
+
+
+def test_sending_hands_the_servers_awaitable_back_untouched() -> None:
+    speedups = _fast.SPEEDUPS
+    assert speedups is not None
+    seen: list[Any] = []
+    answer = object()
+
+    def send(message: Any, *rest: Any, **kw: Any) -> Any:
+        seen.append((message, rest, kw))
+        return answer
+
+    tap = speedups.http_tap(send, [], -1)
+    msg = {"type": "http.response.start", "status": 204}
+    assert tap(msg) is answer and seen[-1][0] is msg
+    assert tap(msg, 1, x=2) is answer and seen[-1] == (msg, (1,), {"x": 2})  # odd calls still reach the server
+    assert tap.status == 204
+
+
+def test_interrupts_propagate_and_failures_are_kept() -> None:
+    speedups = _fast.SPEEDUPS
+    assert speedups is not None
+
+    class Boom(dict):  # type: ignore[type-arg]
+        def __init__(self, exc: BaseException) -> None:
+            super().__init__()
+            self.exc = exc
+
+        def __getitem__(self, key: Any) -> Any:
+            raise self.exc
+
+    tap = speedups.http_tap(_send, [], 10)
+    with pytest.raises(KeyboardInterrupt):
+        tap.note(Boom(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        tap.received(Boom(KeyboardInterrupt()))
+    failure = ValueError("odd message")
+    tap.note(Boom(failure))
+    assert tap.error is failure
+
+
+def test_a_tap_in_a_reference_cycle_is_collected() -> None:
+    speedups = _fast.SPEEDUPS
+    assert speedups is not None
+
+    class Send:
+        tap: Any = None
+
+        def __call__(self, message: Any) -> None:
+            return None
+
+    send = Send()
+    tap = speedups.http_tap(send, [], 10)
+    send.tap = tap  # tap -> send -> tap
+    ref = weakref.ref(send)
+    del send, tap
+    gc.collect()
+    assert ref() is None
+
+
+def _records(speedups_on: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[tuple[Any, ...]]], int]:
+    """The records the middleware buffers for a set of requests, recorded by the C tap or by Python,
+    and how many requests went through the Python recording."""
+    monkeypatch.setattr(_fast, "SPEEDUPS", _fast.SPEEDUPS if speedups_on else None)
+    mw = MlwatchASGIMiddleware(_app, model_routes={"/predict": "fraud-tap-" + ("c" if speedups_on else "py")}, max_body_bytes=64)
+    python_path = [0]
+    record = mw._record
+
+    def counted(*args: Any) -> None:
+        python_path[0] += 1
+        record(*args)
+
+    monkeypatch.setattr(mw, "_record", counted)
+    queues = [mw.telemetry.http.queue, mw.telemetry.models.exact["/predict"][1].recorder.queue]  # type: ignore[union-attr]
+    RUNTIME.start_worker()  # (a worker not running is a case the C tap leaves to Python)
+    saved, RUNTIME.batch_size = RUNTIME.batch_size, 1 << 40
+    with RUNTIME.lock:  # the aggregator keeps away from these queues meanwhile
+        return _run_cases(mw, queues, saved), python_path[0]
+
+
+def _run_cases(mw: MlwatchASGIMiddleware, queues: list[Any], batch_size: int) -> list[list[tuple[Any, ...]]]:
+    try:
+        for case in CASES:
+            scope = {"type": "http", "method": case[0], "scheme": "http", "path": case[1], "headers": case[2], "case": case}
+
+            async def receive(case: Any = case) -> Any:
+                return {"type": "http.request", "body": case[3], "more_body": False}
+
+            async def send(message: Any) -> None:
+                return None
+
+            with contextlib.suppress(RuntimeError):
+                asyncio.run(mw(scope, receive, send))
+        return [[r[2:] for r in q] for q in queues]  # start times and durations aside
+    finally:
+        RUNTIME.batch_size = batch_size
+        for q in queues:
+            q.clear()
+
+
+class _Route:
+    path = "/predict"
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    _, path, _, _, status, answer, content_type, fail = scope["case"]
+    if path == "/predict":
+        scope["route"] = _Route()
+    await receive()
+    if fail == "before":
+        raise RuntimeError("handler failed")
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": answer})
+    if fail == "after":
+        raise RuntimeError("handler failed after answering")
+
+
+_H = [(b"content-type", b"application/json"), (b"content-length", b"10")]
+CASES = [
+    ("POST", "/predict", _H, b'{"a": 1.5}', 200, b'{"score": 0.5}', b"application/json", None),
+    ("POST", "/predict", _H, b'{"a": 1.5}', 422, b'{"detail": "no"}', b"application/json", None),
+    ("POST", "/predict", _H, b'{"a": 1.5}', 200, b"plain text", b"text/plain", None),
+    ("POST", "/predict", _H, b'{"a": 1.5}', 200, b"x" * 100, b"application/json", None),  # response over the cap
+    ("POST", "/predict", [(b"transfer-encoding", b"chunked")], b'{"a": 2}', 200, b"{}", b"application/json", None),
+    ("POST", "/predict", _H, b'{"a": 1.5}', 200, b"{}", b"application/json", "before"),
+    ("POST", "/predict", _H, b'{"a": 1.5}', 200, b"{}", b"application/json", "after"),
+    ("get", "/other", [], b"", 404, b"missing", b"text/plain", None),
+    ("GET", "/other", [(b"content-length", b"abc")], b"", 200, b"{}", b"application/json", None),
+]
+
+
+def test_records_buffered_in_c_are_those_python_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HttpTap.finish buffers exactly the records the Python path does (durations and start times aside)."""
+    c_records, c_declined = _records(True, monkeypatch)
+    py_records, py_declined = _records(False, monkeypatch)
+    assert c_records == py_records
+    assert (c_declined, py_declined) == (1, len(CASES))  # C leaves only the body over the cap to Python
+    http, model = c_records
+    assert len(http) == len(CASES)
+    assert len(model) == len(CASES) - 1 - 2  # the 422 is no model call; the two /other requests are on no model route
