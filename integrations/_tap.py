@@ -1,11 +1,13 @@
 """One request's tap for the ASGI middleware: the app's ``send``, and where its request messages are reported.
 
-What: `new_tap(send, headers, cap)` gives the object the middleware hands the app as ``send``.
+What: `new_tap(send, receive, headers, cap)` gives the object the middleware hands the app as ``send``.
 Called with a message, it notes the status, counts the response body's bytes and, with
 ``cap >= 0`` (a model route), keeps a JSON response's body up to `cap` bytes; then it calls the
 server's ``send`` with the same message and returns its awaitable (no coroutine of ours in
-between). The middleware's ``receive`` wrapper reports each message the app received to
-`received`, which counts a chunked request body's bytes and keeps the body (``cap >= 0``). The
+between). Its ``receive`` method, handed to the app as ``receive`` when the body matters, awaits the
+server's ``receive`` and reports each message to `received`, which counts a chunked request body's
+bytes and keeps the body (``cap >= 0``); in C that is an awaitable object passing ``send``,
+``throw`` and ``close`` down to the server's awaitable as a coroutine's ``await`` would. The
 request body's size comes from the scope's ``content-length`` header (up to 18 digits; otherwise
 unknown, None), or is counted as read when the body is chunked. ``bodies()`` gives what was kept
 at the end, ``peek_request()`` / ``peek_response()`` what is kept so far. The C tap's ``finish``
@@ -46,6 +48,7 @@ class HttpTap(Protocol):
     error: BaseException | None
 
     def __call__(self, message: Any) -> Awaitable[None]: ...
+    def receive(self) -> Awaitable[Any]: ...
     def note(self, message: Any) -> None: ...
     def received(self, message: Any) -> None: ...
     def bodies(self) -> tuple[bytes | None, bytes | None, int]: ...
@@ -70,10 +73,11 @@ def _is_json(headers: Iterable[Any]) -> bool:
 class PyHttpTap:
     """The tap in Python (see the module's docstring); `mlwatch._speedups.http_tap` is the same in C."""
 
-    __slots__ = ("_request", "_response", "cap", "counting", "error", "json", "request_size", "response_size", "send", "status")
+    __slots__ = ("_receive", "_request", "_response", "cap", "counting", "error", "json", "request_size", "response_size", "send", "status")
 
-    def __init__(self, send: Callable[[Any], Awaitable[None]], headers: Iterable[Any], cap: int) -> None:
+    def __init__(self, send: Callable[[Any], Awaitable[None]], receive: Callable[[], Awaitable[Any]], headers: Iterable[Any], cap: int) -> None:
         self.send = send
+        self._receive = receive
         self.cap = index(cap)
         self.status = 0
         self.response_size = 0
@@ -101,6 +105,12 @@ class PyHttpTap:
     def __call__(self, message: Any) -> Awaitable[None]:
         self.note(message)
         return self.send(message)
+
+    async def receive(self) -> Any:
+        """The server's ``receive``, for the app: the message it gives is reported to `received`."""
+        message = await self._receive()
+        self.received(message)
+        return message
 
     def note(self, message: Any) -> None:
         """What the app sends, noted without sending it."""
@@ -152,10 +162,10 @@ class PyHttpTap:
         return self._response.peek() if self._response is not None else None
 
 
-def new_tap(send: Callable[[Any], Awaitable[None]], headers: Iterable[Any], cap: int) -> HttpTap:
+def new_tap(send: Callable[[Any], Awaitable[None]], receive: Callable[[], Awaitable[Any]], headers: Iterable[Any], cap: int) -> HttpTap:
     """A tap for one request: C when `mlwatch._speedups` is in use, else `PyHttpTap`."""
     speedups = _fast.SPEEDUPS
     if speedups is not None:
-        tap: HttpTap = speedups.http_tap(send, headers, cap)
+        tap: HttpTap = speedups.http_tap(send, receive, headers, cap)
         return tap
-    return PyHttpTap(send, headers, cap)
+    return PyHttpTap(send, receive, headers, cap)

@@ -154,7 +154,7 @@ class MlwatchASGIMiddleware:
                 speedups = _fast.SPEEDUPS
                 headers = scope["headers"]
                 cap = telemetry.max_body_bytes if model is not None else -1
-                tap = speedups.http_tap(send, headers, cap) if speedups is not None else PyHttpTap(send, headers, cap)
+                tap = speedups.http_tap(send, receive, headers, cap) if speedups is not None else PyHttpTap(send, receive, headers, cap)
         except Exception as exc:
             HEALTH.count_error("http_middleware", exc)
             plan = False
@@ -162,15 +162,7 @@ class MlwatchASGIMiddleware:
             await self.app(scope, receive, send)
             return
 
-        app_receive = receive
-        if model is not None or tap.counting:
-
-            async def receive_tap() -> Message:
-                message = await receive()
-                tap.received(message)  # never raises
-                return message
-
-            app_receive = receive_tap
+        app_receive = tap.receive if model is not None or tap.counting else receive  # the tap sees the body as the app reads it
         in_flight = telemetry.in_flight
         key = ("", "")
         try:

@@ -30,6 +30,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *send;
+    PyObject *receive;
     PyObject *chunks[2]; /* request, response: NULL, one bytes, or a list of bytes */
     PyObject *error;     /* the last failure while reading a message, or NULL */
     Py_ssize_t cap;      /* < 0: keep no bodies */
@@ -643,6 +644,7 @@ tap_traverse(PyObject *self, visitproc visit, void *arg)
 {
     Tap *t = (Tap *)self;
     Py_VISIT(t->send);
+    Py_VISIT(t->receive);
     Py_VISIT(t->chunks[0]);
     Py_VISIT(t->chunks[1]);
     Py_VISIT(t->error);
@@ -654,6 +656,7 @@ tap_clear(PyObject *self)
 {
     Tap *t = (Tap *)self;
     Py_CLEAR(t->send);
+    Py_CLEAR(t->receive);
     Py_CLEAR(t->chunks[0]);
     Py_CLEAR(t->chunks[1]);
     Py_CLEAR(t->error);
@@ -668,8 +671,291 @@ tap_dealloc(PyObject *self)
     PyObject_GC_Del(self);
 }
 
+/* ------------------------------------------------------------------ receive
+   `tap.receive()` calls the server's receive and returns a ReceiveWait: an awaitable that steps the
+   server's awaitable (send, throw and close passed down as a coroutine's `await` would), and reports
+   the message it returns to the tap before handing it to the app. No Python frame in between. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *tap;
+    PyObject *it; /* the server's awaitable's iterator; NULL once done */
+} ReceiveWait;
+
+static PyTypeObject WaitType;
+
+/* What `await o` steps: a coroutine or generator itself, else o.__await__(). A new reference. */
+static PyObject *
+awaitable_iter(PyObject *o)
+{
+    if (PyCoro_CheckExact(o) || PyGen_CheckExact(o)) {
+        Py_INCREF(o);
+        return o;
+    }
+    PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
+    if (am == NULL || am->am_await == NULL) {
+        PyErr_Format(PyExc_TypeError, "object %.100s can't be used in 'await' expression", Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    PyObject *it = am->am_await(o);
+    if (it != NULL && (!PyIter_Check(it) || PyCoro_CheckExact(it))) {
+        PyErr_Format(PyExc_TypeError, "__await__() returned non-iterator of type '%.100s'", Py_TYPE(it)->tp_name);
+        Py_CLEAR(it);
+    }
+    return it;
+}
+
+/* The message came back: reported to the tap (0), or -1 for a BaseException that must propagate. */
+static int
+wait_done(ReceiveWait *w, PyObject *message)
+{
+    Py_CLEAR(w->it);
+    PyObject *r = tap_received(w->tap, message);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static PySendResult
+wait_send(PyObject *self, PyObject *value, PyObject **result)
+{
+    ReceiveWait *w = (ReceiveWait *)self;
+    if (w->it == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited receive");
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    PyObject *it = w->it;
+    Py_INCREF(it);
+    PySendResult r = PyIter_Send(it, value, result);
+    Py_DECREF(it);
+    if (r == PYGEN_RETURN) {
+        if (wait_done(w, *result) < 0) {
+            Py_CLEAR(*result);
+            return PYGEN_ERROR;
+        }
+    }
+    else if (r == PYGEN_ERROR) {
+        Py_CLEAR(w->it);
+    }
+    return r;
+}
+
+/* A generator-style answer: the value yielded, or NULL with StopIteration(value) when done. */
+static PyObject *
+wait_step(PyObject *self, PyObject *value)
+{
+    PyObject *result;
+    PySendResult r = wait_send(self, value, &result);
+    if (r == PYGEN_NEXT) {
+        return result;
+    }
+    if (r == PYGEN_RETURN) {
+        PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+        Py_DECREF(result);
+        if (stop != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, stop);
+            Py_DECREF(stop);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+wait_next(PyObject *self)
+{
+    return wait_step(self, Py_None);
+}
+
+static PyObject *
+wait_await(PyObject *self)
+{
+    Py_INCREF(self);
+    return self;
+}
+
+/* throw(type[, value[, traceback]]) raised here, as a finished coroutine raises it. */
+static PyObject *
+raise_given(PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+wait_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    ReceiveWait *w = (ReceiveWait *)self;
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (w->it == NULL) {
+        return raise_given(args, nargs);
+    }
+    PyObject *it = w->it;
+    Py_INCREF(it);
+    PyObject *meth = PyObject_GetAttrString(it, "throw");
+    if (meth == NULL) {
+        Py_DECREF(it);
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_CLEAR(w->it);
+        return raise_given(args, nargs);
+    }
+    PyObject *res = PyObject_Vectorcall(meth, args, (size_t)nargs, NULL);
+    Py_DECREF(meth);
+    Py_DECREF(it);
+    if (res != NULL) {
+        return res; /* the server's awaitable yielded again */
+    }
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        Py_CLEAR(w->it);
+        return NULL;
+    }
+    /* It returned a message after all: reported, then the same StopIteration goes on up. */
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    PyObject *message = exc != NULL ? PyObject_GetAttrString(exc, "value") : NULL;
+    int r = message != NULL ? wait_done(w, message) : -1;
+    Py_XDECREF(message);
+    if (r < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    PyErr_Restore(type, exc, tb);
+    return NULL;
+}
+
+static PyObject *
+wait_close(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    ReceiveWait *w = (ReceiveWait *)self;
+    PyObject *it = w->it;
+    w->it = NULL;
+    if (it == NULL) {
+        Py_RETURN_NONE;
+    }
+    PyObject *meth = PyObject_GetAttrString(it, "close");
+    Py_DECREF(it);
+    if (meth == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyObject_CallNoArgs(meth);
+    Py_DECREF(meth);
+    return res;
+}
+
+static int
+wait_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    ReceiveWait *w = (ReceiveWait *)self;
+    Py_VISIT(w->tap);
+    Py_VISIT(w->it);
+    return 0;
+}
+
+static int
+wait_clear(PyObject *self)
+{
+    ReceiveWait *w = (ReceiveWait *)self;
+    Py_CLEAR(w->tap);
+    Py_CLEAR(w->it);
+    return 0;
+}
+
+static void
+wait_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    wait_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef wait_methods[] = {
+    {"send", wait_step, METH_O, "send(value): step the server's awaitable."},
+    {"throw", (PyCFunction)(void (*)(void))wait_throw, METH_FASTCALL, "throw(type[, value[, traceback]]): passed to the server's awaitable."},
+    {"close", wait_close, METH_NOARGS, "close(): the server's awaitable closed."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods wait_async = {
+    .am_await = wait_await,
+    .am_send = wait_send,
+};
+
+static PyTypeObject WaitType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mlwatch._speedups.ReceiveWait",
+    .tp_basicsize = sizeof(ReceiveWait),
+    .tp_dealloc = wait_dealloc,
+    .tp_as_async = &wait_async,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The server's receive, awaited for the app, its message reported to the tap.",
+    .tp_traverse = wait_traverse,
+    .tp_clear = wait_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = wait_next,
+    .tp_methods = wait_methods,
+};
+
+static PyObject *
+tap_receive(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    Tap *t = (Tap *)self;
+    if (t->receive == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mlwatch: this request's receive was cleared");
+        return NULL;
+    }
+    PyObject *receive = t->receive;
+    Py_INCREF(receive);
+    PyObject *awaitable = PyObject_CallNoArgs(receive);
+    Py_DECREF(receive);
+    if (awaitable == NULL) {
+        return NULL;
+    }
+    PyObject *it = awaitable_iter(awaitable);
+    Py_DECREF(awaitable);
+    if (it == NULL) {
+        return NULL;
+    }
+    ReceiveWait *w = PyObject_GC_New(ReceiveWait, &WaitType);
+    if (w == NULL) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    Py_INCREF(self);
+    w->tap = self;
+    w->it = it;
+    PyObject_GC_Track((PyObject *)w);
+    return (PyObject *)w;
+}
+
 static PyMethodDef tap_methods[] = {
     {"note", tap_note_method, METH_O, "note(message): what the app sends, noted without sending it."},
+    {"receive", tap_receive, METH_NOARGS, "receive(): the server's receive, its message reported to `received` (awaitable)."},
     {"received", tap_received, METH_O, "received(message): a message the app received (the request body)."},
     {"bodies", tap_bodies, METH_NOARGS,
      "bodies() -> (request body or None, JSON response body or None, bodies over the cap)."},
@@ -754,21 +1040,22 @@ scan_request_headers(Tap *t, PyObject *headers)
 }
 
 PyDoc_STRVAR(http_tap_doc,
-"http_tap(send, headers, cap) -> HttpTap\n\n"
+"http_tap(send, receive, headers, cap) -> HttpTap\n\n"
 "One request's tap: call it as the app's `send` (it notes the status, the response's size and,\n"
-"with cap >= 0, a JSON response's body up to cap bytes, then returns send(message)); report each\n"
-"message the app receives with `received` (the request body's size when chunked, and its bytes up to\n"
-"cap when cap >= 0). `headers` are the scope's: the request body's size comes from content-length.");
+"with cap >= 0, a JSON response's body up to cap bytes, then returns send(message)); give the app\n"
+"its `receive` method as `receive` (each message the server's `receive` gives is reported to\n"
+"`received`: the request body's size when chunked, and its bytes up to cap when cap >= 0).\n"
+"`headers` are the scope's: the request body's size comes from content-length.");
 
 static PyObject *
 http_tap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "http_tap takes (send, headers, cap)");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "http_tap takes (send, receive, headers, cap)");
         return NULL;
     }
-    Py_ssize_t cap = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t cap = PyLong_AsSsize_t(args[3]);
     if (cap == -1 && PyErr_Occurred()) {
         return NULL;
     }
@@ -779,6 +1066,8 @@ http_tap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     t->vectorcall = tap_vectorcall;
     Py_INCREF(args[0]);
     t->send = args[0];
+    Py_INCREF(args[1]);
+    t->receive = args[1];
     t->chunks[0] = t->chunks[1] = NULL;
     t->error = NULL;
     t->cap = cap;
@@ -788,7 +1077,7 @@ http_tap(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     t->status = 0;
     t->counting = t->json = t->over[0] = t->over[1] = 0;
     PyObject_GC_Track((PyObject *)t);
-    if (scan_request_headers(t, args[1]) < 0 && noted(t) < 0) {
+    if (scan_request_headers(t, args[2]) < 0 && noted(t) < 0) {
         Py_DECREF(t);
         return NULL;
     }
@@ -823,7 +1112,7 @@ mlwatch_http_tap_init(PyObject *module)
             return -1;
         }
     }
-    if (PyType_Ready(&TapType) < 0 || PyModule_AddFunctions(module, functions) < 0) {
+    if (PyType_Ready(&TapType) < 0 || PyType_Ready(&WaitType) < 0 || PyModule_AddFunctions(module, functions) < 0) {
         return -1;
     }
     Py_INCREF(&TapType);

@@ -16,6 +16,7 @@ from http_apps.fastapi_app import MODEL_ROUTES, create_app
 
 import mlwatch
 from mlwatch import ConfigError, Profile
+from mlwatch.integrations._http_metrics import ModelRoute
 from mlwatch.integrations.asgi import Message, MlwatchASGIMiddleware, Receive, Scope, Send
 from mlwatch.integrations.fastapi import instrument_app
 from mlwatch.testing import Capture, capture
@@ -230,7 +231,7 @@ def test_mlwatch_failures_never_reach_the_app(monkeypatch: pytest.MonkeyPatch) -
         assert isinstance(middleware, MlwatchASGIMiddleware)
         monkeypatch.setattr(middleware.telemetry, "record", broken)
         monkeypatch.setattr(middleware.telemetry, "sink", False)  # the C tap leaves recording to the Python path
-        monkeypatch.setattr(middleware.telemetry, "for_route", broken)
+        monkeypatch.setattr(ModelRoute, "deferred", broken)
         got = _send_all(app, [{"method": "GET", "url": "/items/1"}, {"method": "POST", "url": "/predict", "json": {"amount": 1.0}}])
     assert [(s, b) for s, _, b in got] == [(200, b'{"id":1}'), (200, b'{"score":0.01,"label":"ok"}')]
     # the GET's record, the POST's route and its record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import types
 import weakref
 from typing import Any
 
@@ -63,6 +64,10 @@ async def _send(message: Any) -> Any:
     return message
 
 
+async def _receive() -> Any:
+    return {"type": "http.request", "body": b"{}"}
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     request_headers=headers, cap=st.sampled_from([-1, 0, 5, 64]),
@@ -71,7 +76,7 @@ async def _send(message: Any) -> Any:
 def test_c_tap_answers_as_the_python_tap(request_headers: Any, cap: int, steps: list[tuple[str, Any]]) -> None:
     speedups = _fast.SPEEDUPS
     assert speedups is not None
-    taps = [speedups.http_tap(_send, request_headers, cap), PyHttpTap(_send, request_headers, cap)]
+    taps = [speedups.http_tap(_send, _receive, request_headers, cap), PyHttpTap(_send, _receive, request_headers, cap)]
     for how, message in steps:
         for tap in taps:
             if how == "send":
@@ -92,7 +97,7 @@ def test_sending_hands_the_servers_awaitable_back_untouched() -> None:
         seen.append((message, rest, kw))
         return answer
 
-    tap = speedups.http_tap(send, [], -1)
+    tap = speedups.http_tap(send, _receive, [], -1)
     msg = {"type": "http.response.start", "status": 204}
     assert tap(msg) is answer and seen[-1][0] is msg
     assert tap(msg, 1, x=2) is answer and seen[-1] == (msg, (1,), {"x": 2})  # odd calls still reach the server
@@ -111,7 +116,7 @@ def test_interrupts_propagate_and_failures_are_kept() -> None:
         def __getitem__(self, key: Any) -> Any:
             raise self.exc
 
-    tap = speedups.http_tap(_send, [], 10)
+    tap = speedups.http_tap(_send, _receive, [], 10)
     with pytest.raises(KeyboardInterrupt):
         tap.note(Boom(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
@@ -132,7 +137,7 @@ def test_a_tap_in_a_reference_cycle_is_collected() -> None:
             return None
 
     send = Send()
-    tap = speedups.http_tap(send, [], 10)
+    tap = speedups.http_tap(send, _receive, [], 10)
     send.tap = tap  # tap -> send -> tap
     ref = weakref.ref(send)
     del send, tap
@@ -220,3 +225,123 @@ def test_records_buffered_in_c_are_those_python_buffers(monkeypatch: pytest.Monk
     http, model = c_records
     assert len(http) == len(CASES)
     assert len(model) == len(CASES) - 1 - 2  # the 422 is no model call; the two /other requests are on no model route
+
+
+def _taps(receive: Any, cap: int = 64) -> list[Any]:
+    speedups = _fast.SPEEDUPS
+    assert speedups is not None
+    return [speedups.http_tap(_send, receive, [], cap), PyHttpTap(_send, receive, [], cap)]
+
+
+class _Awaitable:
+    """An awaitable that is not a coroutine (its __await__ is a generator)."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+    def __await__(self) -> Any:
+        yield None  # suspends once, as a server's receive may
+        return self.message
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "future", "awaitable", "generator"])
+def test_receive_gives_the_app_the_servers_message(kind: str) -> None:
+    """Whatever awaitable the server's receive returns, the app gets its message itself, and the tap sees the body."""
+    message = {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    @types.coroutine
+    def generator() -> Any:
+        yield None
+        return message
+
+    async def coroutine() -> Any:
+        await asyncio.sleep(0)
+        return message
+
+    def receive() -> Any:
+        if kind == "coroutine":
+            return coroutine()
+        if kind == "generator":
+            return generator()
+        if kind == "awaitable":
+            return _Awaitable(message)
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, message)
+        return future
+
+    async def app(tap: Any) -> Any:
+        return await tap.receive()
+
+    for tap in _taps(receive):
+        assert asyncio.run(app(tap)) is message
+        assert tap.peek_request() == b'{"a": 1}'
+
+
+def test_receive_passes_cancellation_and_errors_through() -> None:
+    """A cancelled app's receive cancels the server's; the server's exception reaches the app as it is."""
+    failure = OSError("connection reset")
+    cleaned: list[str] = []
+
+    async def waits_forever() -> Any:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("server receive closed")
+
+    async def fails() -> Any:
+        raise failure
+
+    async def cancelled(tap: Any) -> None:
+        task = asyncio.ensure_future(tap.receive())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    for tap in _taps(waits_forever):
+        asyncio.run(cancelled(tap))
+        assert tap.peek_request() is None and tap.error is None
+    assert cleaned == ["server receive closed"] * 2
+    for tap in _taps(fails):
+        with pytest.raises(OSError, match="connection reset") as info:
+            asyncio.run(_await(tap.receive()))
+        assert info.value is failure
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def test_a_receive_answering_a_cancellation_with_a_message_is_seen() -> None:
+    """A server receive that catches the cancellation and returns a message: the app gets it, the tap notes it."""
+    disconnect = {"type": "http.request", "body": b"partial", "more_body": False}
+
+    async def receive() -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return disconnect
+
+    async def app(tap: Any) -> Any:
+        task = asyncio.ensure_future(_await(tap.receive()))
+        await asyncio.sleep(0)
+        task.cancel()
+        return await task
+
+    for tap in _taps(receive):
+        assert asyncio.run(app(tap)) is disconnect
+        assert tap.peek_request() == b"partial"
+
+
+def test_an_awaited_receive_cannot_be_awaited_again() -> None:
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def twice(tap: Any) -> None:
+        waiting = tap.receive()
+        await waiting
+        with pytest.raises(RuntimeError):
+            await waiting
+
+    for tap in _taps(receive):
+        asyncio.run(twice(tap))
