@@ -525,8 +525,22 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *error_type = held[0] != NULL ? held[0] : Py_None;
     int want_model = model != Py_None && !(error == Py_None && status >= 400 && status < 500); /* 4xx: no model call */
     Py_ssize_t cap_h = 0, batch_h = 0, cap_m = 0, batch_m = 0;
-    if ((http != Py_None && sink_room(http, 3, &cap_h, &batch_h) != 1) || (want_model && sink_room(model, 4, &cap_m, &batch_m) != 1)) {
+    if (http != Py_None && sink_room(http, 3, &cap_h, &batch_h) != 1) {
         return finish_decline(held, 8);
+    }
+    if (want_model) {
+        if (http != Py_None && PyTuple_CheckExact(model) && PyTuple_GET_SIZE(model) == 4
+            && PyTuple_GET_ITEM(model, 0) == PyTuple_GET_ITEM(http, 0)) {
+            /* the same runtime, read a moment ago (running, limits): the model's buffer length alone */
+            cap_m = cap_h;
+            batch_m = batch_h;
+            if (!still_room(model, cap_m, batch_m)) {
+                return finish_decline(held, 8);
+            }
+        }
+        else if (sink_room(model, 4, &cap_m, &batch_m) != 1) {
+            return finish_decline(held, 8);
+        }
     }
     if (http != Py_None) {
         held[1] = route_template(scope);
