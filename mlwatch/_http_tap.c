@@ -23,8 +23,10 @@ static PyObject *s_response_body = NULL, *s_response_start = NULL, *s_request = 
 static PyObject *s_route = NULL, *s_path = NULL;
 static PyObject *empty_bytes = NULL, *empty_tuple = NULL;
 
-/* In mlwatch/_speedups.c: whether a recorder's buffer takes one more record from C. */
+/* In mlwatch/_speedups.c: whether a recorder's buffer takes one more record from C; a record of
+   plain values taken out of the garbage collector's view. */
 int mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch);
+void mlwatch_untrack_plain(PyObject *record);
 
 typedef struct {
     PyObject_HEAD
@@ -554,6 +556,7 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (held[2] == NULL) {
             return finish_decline(held, 8);
         }
+        mlwatch_untrack_plain(held[2]);
     }
     if (want_model) {
         PyObject *body = joined(t, 0);
@@ -571,6 +574,7 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (rec == NULL) {
             return finish_decline(held, 8);
         }
+        mlwatch_untrack_plain(rec);
         Py_SETREF(held[6], rec); /* the model record holds the body now */
         Py_CLEAR(held[7]);
     }

@@ -214,6 +214,10 @@ def test_record_plain_buffers_what_the_python_recorder_would(speedups: Any, monk
     (r1, r2) = list(rec.queue)
     assert r1 == (7, 3, features, None, 1.5, None, 2) and r1[2] is not features  # a copy: the caller may change its dict
     assert r2 == (8, 4, features, None, "label", None, 2)
+    assert not gc.is_tracked(r1) and not gc.is_tracked(r2)  # plain values only: no cycle possible, out of the collector's sight
+    nested = {"x": 1.5, "l": [1]}
+    assert speedups.record_plain(state, 9, 5, (nested,), None, 1.5)
+    assert gc.is_tracked(list(rec.queue)[-1])  # a list inside: tracked, as the collector would keep it
     rec.queue.clear()
     rec.record(7, 3, (features,), {}, 1.5, None)
     assert list(rec.queue) == [r1]  # what the Python recorder appends

@@ -145,7 +145,7 @@ def test_a_tap_in_a_reference_cycle_is_collected() -> None:
     assert ref() is None
 
 
-def _records(speedups_on: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[tuple[Any, ...]]], int]:
+def _records(speedups_on: bool, monkeypatch: pytest.MonkeyPatch, tracked: list[bool] | None = None) -> tuple[list[list[tuple[Any, ...]]], int]:
     """The records the middleware buffers for a set of requests, recorded by the C tap or by Python,
     and how many requests went through the Python recording."""
     monkeypatch.setattr(_fast, "SPEEDUPS", _fast.SPEEDUPS if speedups_on else None)
@@ -162,10 +162,11 @@ def _records(speedups_on: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[l
     RUNTIME.start_worker()  # (a worker not running is a case the C tap leaves to Python)
     saved, RUNTIME.batch_size = RUNTIME.batch_size, 1 << 40
     with RUNTIME.lock:  # the aggregator keeps away from these queues meanwhile
-        return _run_cases(mw, queues, saved), python_path[0]
+        out = _run_cases(mw, queues, saved, tracked)
+    return out, python_path[0]
 
 
-def _run_cases(mw: MlwatchASGIMiddleware, queues: list[Any], batch_size: int) -> list[list[tuple[Any, ...]]]:
+def _run_cases(mw: MlwatchASGIMiddleware, queues: list[Any], batch_size: int, tracked: list[bool] | None) -> list[list[tuple[Any, ...]]]:
     try:
         for case in CASES:
             scope = {"type": "http", "method": case[0], "scheme": "http", "path": case[1], "headers": case[2], "case": case}
@@ -178,6 +179,8 @@ def _run_cases(mw: MlwatchASGIMiddleware, queues: list[Any], batch_size: int) ->
 
             with contextlib.suppress(RuntimeError):
                 asyncio.run(mw(scope, receive, send))
+        if tracked is not None:
+            tracked.extend(gc.is_tracked(r) for q in queues for r in q)
         return [[r[2:] for r in q] for q in queues]  # start times and durations aside
     finally:
         RUNTIME.batch_size = batch_size
@@ -218,13 +221,16 @@ CASES = [
 
 def test_records_buffered_in_c_are_those_python_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """HttpTap.finish buffers exactly the records the Python path does (durations and start times aside)."""
-    c_records, c_declined = _records(True, monkeypatch)
+    tracked: list[bool] = []
+    c_records, c_declined = _records(True, monkeypatch, tracked)
     py_records, py_declined = _records(False, monkeypatch)
     assert c_records == py_records
     assert (c_declined, py_declined) == (1, len(CASES))  # C leaves only the body over the cap to Python
     http, model = c_records
     assert len(http) == len(CASES)
     assert len(model) == len(CASES) - 1 - 2  # the 422 is no model call; the two /other requests are on no model route
+    # the records C buffered (all but the one over the cap) wait out of the garbage collector's sight
+    assert tracked.count(False) == len(http) + len(model) - 2
 
 
 def _taps(receive: Any, cap: int = 64) -> list[Any]:
