@@ -22,11 +22,13 @@ streaming responses still stream), for ``mlwatch.log_outcome(prediction_id=...)`
 The route template is read from ``scope["route"]`` after the app returns (Starlette and FastAPI
 set it while routing); pass ``route_of=`` for other frameworks.
 
-Cost: a request on no model route takes the lean path (`MlwatchASGIMiddleware.__call__`): one
-``send`` wrapper noting the status and counting the bytes sent, two clock reads, the in-flight
-counts, and one flat tuple appended to a bounded buffer; everything else (method names, segments,
-sketches) happens on mlwatch's aggregator thread. Model routes, prediction ids and chunked request
-bodies take the full path (`_observe`), which also tees the bodies.
+Cost: one path for every observed request. What to do with a path (leave it, record the request,
+record it and the model route's call) is decided once per path (`MlwatchASGIMiddleware._plan`,
+kept for the first `PLAN_CACHE` paths). The app gets a tap (`mlwatch.integrations._tap`) as its
+``send``, and on model routes and chunked bodies its ``receive`` too: one object per request notes
+the status, counts the bytes and tees the bodies; with `mlwatch._speedups` built it is C, and it
+also buffers the request's records itself. Besides it, a request costs two clock reads and the
+in-flight counts; parsing, method names, segments and sketches happen on mlwatch's aggregator thread.
 
 Exit: when the ASGI lifespan shuts down, the middleware calls ``mlwatch.flush()`` before passing
 on ``lifespan.shutdown.complete``. uvicorn, once it has shut down on SIGTERM, re-raises the signal
