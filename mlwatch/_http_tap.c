@@ -216,19 +216,31 @@ keep(Tap *t, int i, PyObject *chunk, Py_ssize_t n)
         t->chunks[i] = b;
         return 0;
     }
+    Py_INCREF(held);
     if (PyList_CheckExact(held)) {
         int r = PyList_Append(held, b);
         Py_DECREF(b);
+        Py_DECREF(held);
         return r;
     }
-    PyObject *list = PyList_New(2);
+    PyObject *list = PyList_New(2); /* may run the garbage collector, and so a finalizer calling this tap */
     if (list == NULL) {
+        Py_DECREF(held);
         Py_DECREF(b);
         return -1;
     }
-    PyList_SET_ITEM(list, 0, held); /* the reference held moves into the list */
+    if (t->chunks[i] != held || t->over[i]) {
+        /* the body changed meanwhile (a new JSON response started, or it went over the cap): this chunk
+           belonged to what was there before */
+        Py_DECREF(list);
+        Py_DECREF(held);
+        Py_DECREF(b);
+        return 0;
+    }
+    PyList_SET_ITEM(list, 0, held); /* our reference moves into the list */
     PyList_SET_ITEM(list, 1, b);
     t->chunks[i] = list;
+    Py_DECREF(held); /* the tap's own, now the list's */
     return 0;
 }
 
@@ -561,6 +573,9 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (want_model) {
         PyObject *body = joined(t, 0);
         held[6] = body;
+        if (body == NULL) {
+            return finish_decline(held, 8);
+        }
         if (body == Py_None) {
             Py_DECREF(body);
             Py_INCREF(empty_bytes);
@@ -690,14 +705,16 @@ tap_dealloc(PyObject *self)
 }
 
 /* ------------------------------------------------------------------ receive
-   `tap.receive()` calls the server's receive and returns a ReceiveWait: an awaitable that steps the
-   server's awaitable (send, throw and close passed down as a coroutine's `await` would), and reports
-   the message it returns to the tap before handing it to the app. No Python frame in between. */
+   `tap.receive()` returns a ReceiveWait: an awaitable that, like the coroutine it stands for, calls
+   the server's receive at its first step, then steps the server's awaitable (send, throw and close
+   passed down as a coroutine's `await` would), and reports the message it returns to the tap before
+   handing it to the app. No Python frame in between. */
 
 typedef struct {
     PyObject_HEAD
     PyObject *tap;
-    PyObject *it; /* the server's awaitable's iterator; NULL once done */
+    PyObject *receive; /* the server's receive, until the first step calls it (as a coroutine would) */
+    PyObject *it;      /* the server's awaitable's iterator, from the first step until done */
 } ReceiveWait;
 
 static PyTypeObject WaitType;
@@ -706,9 +723,21 @@ static PyTypeObject WaitType;
 static PyObject *
 awaitable_iter(PyObject *o)
 {
-    if (PyCoro_CheckExact(o) || PyGen_CheckExact(o)) {
+    if (PyCoro_CheckExact(o)) {
         Py_INCREF(o);
         return o;
+    }
+    if (PyGen_CheckExact(o)) { /* a generator-based coroutine (types.coroutine) only, as `await` takes */
+        PyObject *code = PyObject_GetAttrString(o, "gi_code");
+        int ok = code != NULL && PyCode_Check(code) && (((PyCodeObject *)code)->co_flags & CO_ITERABLE_COROUTINE);
+        Py_XDECREF(code);
+        if (ok) {
+            Py_INCREF(o);
+            return o;
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
     }
     PyAsyncMethods *am = Py_TYPE(o)->tp_as_async;
     if (am == NULL || am->am_await == NULL) {
@@ -716,7 +745,11 @@ awaitable_iter(PyObject *o)
         return NULL;
     }
     PyObject *it = am->am_await(o);
-    if (it != NULL && (!PyIter_Check(it) || PyCoro_CheckExact(it))) {
+    if (it != NULL && PyCoro_CheckExact(it)) {
+        PyErr_SetString(PyExc_TypeError, "__await__() returned a coroutine");
+        Py_CLEAR(it);
+    }
+    else if (it != NULL && !PyIter_Check(it)) {
         PyErr_Format(PyExc_TypeError, "__await__() returned non-iterator of type '%.100s'", Py_TYPE(it)->tp_name);
         Py_CLEAR(it);
     }
@@ -740,6 +773,18 @@ static PySendResult
 wait_send(PyObject *self, PyObject *value, PyObject **result)
 {
     ReceiveWait *w = (ReceiveWait *)self;
+    if (w->it == NULL && w->receive != NULL) { /* the first step: the server's receive is called now */
+        PyObject *receive = w->receive;
+        w->receive = NULL;
+        PyObject *awaitable = PyObject_CallNoArgs(receive);
+        Py_DECREF(receive);
+        w->it = awaitable != NULL ? awaitable_iter(awaitable) : NULL;
+        Py_XDECREF(awaitable);
+        if (w->it == NULL) {
+            *result = NULL;
+            return PYGEN_ERROR;
+        }
+    }
     if (w->it == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited receive");
         *result = NULL;
@@ -819,6 +864,7 @@ wait_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
         return NULL;
     }
+    Py_CLEAR(w->receive); /* thrown into before its first step: the server's receive is never called */
     if (w->it == NULL) {
         return raise_given(args, nargs);
     }
@@ -866,6 +912,7 @@ wait_close(PyObject *self, PyObject *unused)
 {
     (void)unused;
     ReceiveWait *w = (ReceiveWait *)self;
+    Py_CLEAR(w->receive);
     PyObject *it = w->it;
     w->it = NULL;
     if (it == NULL) {
@@ -890,6 +937,7 @@ wait_traverse(PyObject *self, visitproc visit, void *arg)
 {
     ReceiveWait *w = (ReceiveWait *)self;
     Py_VISIT(w->tap);
+    Py_VISIT(w->receive);
     Py_VISIT(w->it);
     return 0;
 }
@@ -899,6 +947,7 @@ wait_clear(PyObject *self)
 {
     ReceiveWait *w = (ReceiveWait *)self;
     Py_CLEAR(w->tap);
+    Py_CLEAR(w->receive);
     Py_CLEAR(w->it);
     return 0;
 }
@@ -947,26 +996,15 @@ tap_receive(PyObject *self, PyObject *unused)
         PyErr_SetString(PyExc_RuntimeError, "mlwatch: this request's receive was cleared");
         return NULL;
     }
-    PyObject *receive = t->receive;
-    Py_INCREF(receive);
-    PyObject *awaitable = PyObject_CallNoArgs(receive);
-    Py_DECREF(receive);
-    if (awaitable == NULL) {
-        return NULL;
-    }
-    PyObject *it = awaitable_iter(awaitable);
-    Py_DECREF(awaitable);
-    if (it == NULL) {
-        return NULL;
-    }
     ReceiveWait *w = PyObject_GC_New(ReceiveWait, &WaitType);
     if (w == NULL) {
-        Py_DECREF(it);
         return NULL;
     }
     Py_INCREF(self);
     w->tap = self;
-    w->it = it;
+    Py_INCREF(t->receive);
+    w->receive = t->receive;
+    w->it = NULL;
     PyObject_GC_Track((PyObject *)w);
     return (PyObject *)w;
 }
@@ -1127,6 +1165,18 @@ mlwatch_http_tap_init(PyObject *module)
         if (!s_type || !s_body || !s_status || !s_headers || !s_get || !s_join || !s_response_body || !s_response_start
             || !s_request || !s_route || !s_path || !empty_bytes || !empty_tuple) {
             Py_CLEAR(s_type);
+            Py_CLEAR(s_body);
+            Py_CLEAR(s_status);
+            Py_CLEAR(s_headers);
+            Py_CLEAR(s_get);
+            Py_CLEAR(s_join);
+            Py_CLEAR(s_response_body);
+            Py_CLEAR(s_response_start);
+            Py_CLEAR(s_request);
+            Py_CLEAR(s_route);
+            Py_CLEAR(s_path);
+            Py_CLEAR(empty_bytes);
+            Py_CLEAR(empty_tuple);
             return -1;
         }
     }

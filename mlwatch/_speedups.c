@@ -636,13 +636,11 @@ mlwatch_untrack_plain(PyObject *record)
 {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(record); i++) {
         PyObject *item = PyTuple_GET_ITEM(record, i);
-        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item)) {
+        if (PyType_IS_GC(Py_TYPE(item)) && PyObject_GC_IsTracked(item)) { /* the flag first: no call for plain values */
             return;
         }
     }
-    if (PyObject_GC_IsTracked(record)) {
-        PyObject_GC_UnTrack(record);
-    }
+    PyObject_GC_UnTrack(record); /* just made, so tracked */
 }
 
 /* record_plain's "not mine": False, with any Exception cleared; a BaseException (KeyboardInterrupt,
