@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <string.h>
+#include <structmember.h>
 
 static PyObject *s_type = NULL, *s_body = NULL, *s_status = NULL, *s_headers = NULL, *s_get = NULL, *s_join = NULL;
 static PyObject *s_response_body = NULL, *s_response_start = NULL, *s_request = NULL;
@@ -622,20 +623,6 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-get_status(PyObject *self, void *closure)
-{
-    (void)closure;
-    return PyLong_FromLong(((Tap *)self)->status);
-}
-
-static PyObject *
-get_response_size(PyObject *self, void *closure)
-{
-    (void)closure;
-    return PyLong_FromLongLong(((Tap *)self)->response_size);
-}
-
-static PyObject *
 get_request_size(PyObject *self, void *closure)
 {
     (void)closure;
@@ -644,32 +631,6 @@ get_request_size(PyObject *self, void *closure)
         Py_RETURN_NONE;
     }
     return PyLong_FromLongLong(t->request_size);
-}
-
-static PyObject *
-get_counting(PyObject *self, void *closure)
-{
-    (void)closure;
-    return PyBool_FromLong(((Tap *)self)->counting);
-}
-
-static PyObject *
-get_json(PyObject *self, void *closure)
-{
-    (void)closure;
-    return PyBool_FromLong(((Tap *)self)->json);
-}
-
-static PyObject *
-get_error(PyObject *self, void *closure)
-{
-    (void)closure;
-    PyObject *e = ((Tap *)self)->error;
-    if (e == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(e);
-    return e;
 }
 
 static int
@@ -1021,13 +982,17 @@ static PyMethodDef tap_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef tap_members[] = {
+    {"status", T_LONG, offsetof(Tap, status), READONLY, "the status sent (0: none yet)"},
+    {"response_size", T_LONGLONG, offsetof(Tap, response_size), READONLY, "response body bytes sent"},
+    {"counting", T_BOOL, offsetof(Tap, counting), READONLY, "whether the request body's size is counted as the app reads it"},
+    {"json", T_BOOL, offsetof(Tap, json), READONLY, "whether the response is JSON"},
+    {"error", T_OBJECT, offsetof(Tap, error), READONLY, "the last failure while reading a message, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef tap_getset[] = {
-    {"status", get_status, NULL, "the status sent (0: none yet)", NULL},
-    {"response_size", get_response_size, NULL, "response body bytes sent", NULL},
     {"request_size", get_request_size, NULL, "request body bytes (content-length, or counted as read), None if unknown", NULL},
-    {"counting", get_counting, NULL, "whether the request body's size is counted as the app reads it", NULL},
-    {"json", get_json, NULL, "whether the response is JSON", NULL},
-    {"error", get_error, NULL, "the last failure while reading a message, or None", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1043,6 +1008,7 @@ static PyTypeObject TapType = {
     .tp_traverse = tap_traverse,
     .tp_clear = tap_clear,
     .tp_methods = tap_methods,
+    .tp_members = tap_members,
     .tp_getset = tap_getset,
 };
 
