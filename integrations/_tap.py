@@ -1,6 +1,7 @@
 """One request's tap for the ASGI middleware: the app's ``send``, and where its request messages are reported.
 
-What: `new_tap(send, receive, headers, cap)` gives the object the middleware hands the app as ``send``.
+What: a tap (`PyHttpTap(send, receive, headers, cap)`, or ``mlwatch._speedups.http_tap`` with the
+same arguments when the extension is in use) is the object the middleware hands the app as ``send``.
 Called with a message, it notes the status, counts the response body's bytes and, with
 ``cap >= 0`` (a model route), keeps a JSON response's body up to `cap` bytes; then it calls the
 server's ``send`` with the same message and returns its awaitable (no coroutine of ours in
@@ -28,11 +29,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from operator import index
 from typing import Any, Protocol
 
-from mlwatch import _fast
-
 from ._body import BodyBuffer
 
-__all__ = ["HttpTap", "PyHttpTap", "new_tap"]
+__all__ = ["HttpTap", "PyHttpTap"]
 
 _BYTES = (bytes, bytearray)
 
@@ -145,9 +144,9 @@ class PyHttpTap:
 
     def bodies(self) -> tuple[bytes | None, bytes | None, int]:
         """(the request body or None, the JSON response body or None, how many bodies went over the cap)."""
-        request, response = self._request, self._response if self.json else None
+        request, response = self._request, self._response  # a response body is kept only when it is JSON
         over = (request is not None and request.over) + (response is not None and response.over)
-        return self.peek_request(), (response.peek() if response is not None else None), over
+        return self.peek_request(), self.peek_response(), over
 
     def finish(
         self, http: Any, model: Any, t0: int, duration: int, error: BaseException | None, scope: Any, method: str, scheme: str, active: int
@@ -160,12 +159,3 @@ class PyHttpTap:
 
     def peek_response(self) -> bytes | None:
         return self._response.peek() if self._response is not None else None
-
-
-def new_tap(send: Callable[[Any], Awaitable[None]], receive: Callable[[], Awaitable[Any]], headers: Iterable[Any], cap: int) -> HttpTap:
-    """A tap for one request: C when `mlwatch._speedups` is in use, else `PyHttpTap`."""
-    speedups = _fast.SPEEDUPS
-    if speedups is not None:
-        tap: HttpTap = speedups.http_tap(send, receive, headers, cap)
-        return tap
-    return PyHttpTap(send, receive, headers, cap)

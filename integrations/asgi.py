@@ -115,7 +115,6 @@ class MlwatchASGIMiddleware:
             prediction_id_header=prediction_id_header,
         )
         self.route_of = route_of
-        self._c_finish = route_of is route_from_scope  # the C tap reads the route template as route_from_scope does
         self.active_requests = 0
         self._plans: dict[str, ModelRoute | bool] = {}  # what to do with a path's requests (see `_plan`)
 
@@ -197,7 +196,8 @@ class MlwatchASGIMiddleware:
                 ids.leave(ids_token)
             try:
                 in_flight[key] -= 1
-                if not (self._c_finish and tap.finish(telemetry.sink, model.sink if model is not None else None, t0, duration, error, scope, key[0], key[1], active)):
+                # the C tap reads the route template as route_from_scope does
+                if not (self.route_of is route_from_scope and tap.finish(telemetry.sink, model.sink if model is not None else None, t0, duration, error, scope, key[0], key[1], active)):
                     self._record(tap, model, t0, duration, error, scope, key, active)
             except Exception as exc:
                 HEALTH.count_error("http_middleware", exc)

@@ -1,12 +1,13 @@
-/* The ASGI middleware's per-request bookkeeping in C: `http_tap(send, headers, cap)`.
+/* The ASGI middleware's per-request bookkeeping in C: `http_tap(send, receive, headers, cap)`.
 
    A tap is the `send` the middleware hands the app (it notes the status, the response bytes and,
    on model routes, the JSON response body, then calls the server's `send` with the same message
-   and returns its awaitable) and the place the middleware's `receive` wrapper reports each request
-   message to (the body as the app reads it). Under a real server the middleware's Python closures
-   and BodyBuffer objects cost more than all of its recording: here one C object per request does
-   what they did, with the same answers (`mlwatch.integrations._tap.PyHttpTap` is the Python
-   version, used without the extension; tests compare the two).
+   and returns its awaitable); its `receive` method is the app's `receive` when the body matters (an
+   awaitable that reports each request message, the body as the app reads it); and its `finish`
+   buffers the request's records. Under a real server the middleware's Python closures and
+   BodyBuffer objects cost more than all of its recording: here one C object per request does what
+   they did, with the same answers (`mlwatch.integrations._tap.PyHttpTap` is the Python version,
+   used without the extension; tests compare the two).
 
    Nothing here raises into the app: a failure while reading a message (an odd message type, a
    mapping whose lookups raise) is kept in `error` for the middleware to count, and the message
@@ -25,9 +26,10 @@ static PyObject *s_route = NULL, *s_path = NULL;
 static PyObject *empty_bytes = NULL, *empty_tuple = NULL;
 
 /* In mlwatch/_speedups.c: whether a recorder's buffer takes one more record from C; a record of
-   plain values taken out of the garbage collector's view. */
+   plain values taken out of the garbage collector's view; "not mine" (False, an Exception cleared). */
 int mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch);
 void mlwatch_untrack_plain(PyObject *record);
+PyObject *mlwatch_decline(void);
 
 typedef struct {
     PyObject_HEAD
@@ -412,30 +414,17 @@ tap_bodies(PyObject *self, PyObject *unused)
 {
     (void)unused;
     Tap *t = (Tap *)self;
-    int over = 0;
-    PyObject *req, *resp;
-    if (t->cap < 0) {
-        return Py_BuildValue("(OOi)", Py_None, Py_None, 0);
-    }
-    over += t->over[0];
-    req = joined(t, 0);
+    /* nothing is kept with cap < 0, and a response body only when it is JSON */
+    PyObject *req = joined(t, 0);
     if (req == NULL) {
         return NULL;
     }
-    if (t->json) {
-        over += t->over[1];
-        resp = joined(t, 1);
-    }
-    else {
-        Py_INCREF(Py_None);
-        resp = Py_None;
-    }
+    PyObject *resp = joined(t, 1);
     if (resp == NULL) {
         Py_DECREF(req);
         return NULL;
     }
-    PyObject *out = Py_BuildValue("(NNi)", req, resp, over);
-    return out;
+    return Py_BuildValue("(NNi)", req, resp, t->over[0] + t->over[1]);
 }
 
 /* The route template Starlette leaves in the scope (asgi.route_from_scope): a new reference, None
@@ -488,19 +477,21 @@ still_room(PyObject *sink, Py_ssize_t capacity, Py_ssize_t batch)
     return length >= 0 && length < capacity && length + 1 != batch;
 }
 
-static PyObject *
-finish_decline(PyObject *held[], int n)
+#define FINISH_HELD 8
+
+static void
+release(PyObject *held[FINISH_HELD])
 {
-    for (int i = 0; i < n; i++) {
-        Py_XDECREF(held[i]);
+    for (int i = 0; i < FINISH_HELD; i++) {
+        Py_CLEAR(held[i]);
     }
-    if (PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-            return NULL;
-        }
-        PyErr_Clear();
-    }
-    Py_RETURN_FALSE;
+}
+
+static PyObject *
+finish_decline(PyObject *held[FINISH_HELD])
+{
+    release(held);
+    return mlwatch_decline();
 }
 
 PyDoc_STRVAR(tap_finish_doc,
@@ -522,7 +513,7 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *http = args[0], *model = args[1], *error = args[4], *scope = args[5];
     /* error_type, route, http record, model record, and the pieces of the records */
-    PyObject *held[8] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    PyObject *held[FINISH_HELD] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     if (t->error != NULL || model == Py_False || !PyDict_CheckExact(scope)
         || (model != Py_None && (t->over[0] || t->over[1]))) {
         Py_RETURN_FALSE;
@@ -531,7 +522,7 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (error != Py_None) {
         held[0] = PyType_GetName(Py_TYPE(error));
         if (held[0] == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         if (status == 0) {
             status = 500; /* the server answers 500 to an exception raised before the response started */
@@ -541,7 +532,7 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int want_model = model != Py_None && !(error == Py_None && status >= 400 && status < 500); /* 4xx: no model call */
     Py_ssize_t cap_h = 0, batch_h = 0, cap_m = 0, batch_m = 0;
     if (http != Py_None && sink_room(http, 3, &cap_h, &batch_h) != 1) {
-        return finish_decline(held, 8);
+        return finish_decline(held);
     }
     if (want_model) {
         if (http != Py_None && PyTuple_CheckExact(model) && PyTuple_GET_SIZE(model) == 4
@@ -550,11 +541,11 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             cap_m = cap_h;
             batch_m = batch_h;
             if (!still_room(model, cap_m, batch_m)) {
-                return finish_decline(held, 8);
+                return finish_decline(held);
             }
         }
         else if (sink_room(model, 4, &cap_m, &batch_m) != 1) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
     }
     if (http != Py_None) {
@@ -563,11 +554,11 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         held[4] = t->request_size >= 0 ? PyLong_FromLongLong(t->request_size) : (Py_INCREF(Py_None), Py_None);
         held[5] = PyLong_FromLongLong(t->response_size);
         if (held[1] == NULL || held[3] == NULL || held[4] == NULL || held[5] == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         held[2] = PyTuple_Pack(10, args[2], args[3], args[6], held[1], held[3], error_type, held[4], held[5], args[8], args[7]);
         if (held[2] == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         mlwatch_untrack_plain(held[2]);
     }
@@ -575,20 +566,20 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *body = joined(t, 0);
         held[6] = body;
         if (body == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         if (body == Py_None) {
             Py_DECREF(body);
             Py_INCREF(empty_bytes);
             held[6] = empty_bytes;
         }
-        held[7] = error == Py_None && status >= 200 && status < 300 && t->json ? joined(t, 1) : (Py_INCREF(Py_None), Py_None);
-        if (held[6] == NULL || held[7] == NULL) {
-            return finish_decline(held, 8);
+        held[7] = error == Py_None && status >= 200 && status < 300 ? joined(t, 1) : (Py_INCREF(Py_None), Py_None);
+        if (held[7] == NULL) {
+            return finish_decline(held);
         }
         PyObject *rec = PyTuple_Pack(7, args[2], args[3], held[6], Py_None, held[7], error_type, PyTuple_GET_ITEM(model, 3));
         if (rec == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         mlwatch_untrack_plain(rec);
         Py_SETREF(held[6], rec); /* the model record holds the body now */
@@ -597,28 +588,24 @@ tap_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* Allocating may have run the garbage collector, and so other code: the lengths once more, then
        the appends with nothing in between (a deque without maxlen runs no Python code on append). */
     if ((held[2] != NULL && !still_room(http, cap_h, batch_h)) || (want_model && !still_room(model, cap_m, batch_m))) {
-        return finish_decline(held, 8);
+        return finish_decline(held);
     }
     if (want_model) {
         PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(model, 2), held[6]);
         if (r == NULL) {
-            return finish_decline(held, 8);
+            return finish_decline(held);
         }
         Py_DECREF(r);
     }
     if (held[2] != NULL) {
         PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(http, 2), held[2]);
         if (r == NULL) { /* the model's record went in: an error now, not a second record by Python */
-            for (int i = 0; i < 8; i++) {
-                Py_XDECREF(held[i]);
-            }
+            release(held);
             return NULL;
         }
         Py_DECREF(r);
     }
-    for (int i = 0; i < 8; i++) {
-        Py_XDECREF(held[i]);
-    }
+    release(held);
     Py_RETURN_TRUE;
 }
 

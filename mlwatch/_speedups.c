@@ -16,9 +16,11 @@
 #include <Python.h>
 #include <string.h>
 
-/* mlwatch/_http_tap.c: adds http_tap(send, headers, cap) and its type to the module (0, or -1). */
+/* mlwatch/_http_tap.c: adds http_tap(send, receive, headers, cap) and its type to the module (0, or -1). */
 int mlwatch_http_tap_init(PyObject *module);
+/* Shared with it (defined below). */
 int mlwatch_room_for_one(PyObject *runtime, PyObject *queue, Py_ssize_t *capacity, Py_ssize_t *batch);
+PyObject *mlwatch_decline(void);
 
 /* Integers up to 2**53 convert to float64 exactly: beyond that the general path decides. */
 #define EXACT_INT_LIMIT (1LL << 53)
@@ -629,8 +631,8 @@ runtime_ssize(PyObject *runtime, PyObject *name, Py_ssize_t *out)
 /* A buffered record whose items the garbage collector does not track (numbers, strings, bytes,
    None, a copied dict of such values) cannot be part of a cycle: it is untracked now, as the
    collector itself would do the first time it looked at it. Records wait in the buffer until the
-   aggregator's next pass; tracked, each one counted towards the next collection of the youngest
-   generation, and under a server's load that meant one every ~350 requests instead of a few. */
+   aggregator's next pass, and every collection meanwhile would walk them (their number still
+   counts towards when one runs: untracking does not change that). */
 void
 mlwatch_untrack_plain(PyObject *record)
 {
@@ -643,10 +645,11 @@ mlwatch_untrack_plain(PyObject *record)
     PyObject_GC_UnTrack(record); /* just made, so tracked */
 }
 
-/* record_plain's "not mine": False, with any Exception cleared; a BaseException (KeyboardInterrupt,
-   SystemExit) raised by Python code run meanwhile propagates. */
-static PyObject *
-decline(void)
+/* The C fast paths' "not mine" (record_plain, the HTTP tap's finish): False, with any Exception
+   cleared; a BaseException (KeyboardInterrupt, SystemExit) raised by Python code run meanwhile
+   propagates. */
+PyObject *
+mlwatch_decline(void)
 {
     if (PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -700,7 +703,7 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (skip < 0 || !PyTuple_CheckExact(call_args) || PyTuple_GET_SIZE(call_args) != skip + 1
         || (kwargs != Py_None && (!PyDict_Check(kwargs) || PyDict_GET_SIZE(kwargs) != 0))
         || !PyFrozenSet_CheckExact(immutable)) {
-        return decline();
+        return mlwatch_decline();
     }
     PyObject *first = PyTuple_GET_ITEM(call_args, skip);
     if (!PyDict_CheckExact(first)) {
@@ -709,16 +712,16 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* Membership of the result's type: a frozenset of plain types hashes by identity. */
     Py_ssize_t capacity, batch;
     if (PySet_Contains(immutable, (PyObject *)Py_TYPE(result)) != 1 || mlwatch_room_for_one(runtime, queue, &capacity, &batch) != 1) {
-        return decline(); /* the cheap checks first: a full buffer costs no copy */
+        return mlwatch_decline(); /* the cheap checks first: a full buffer costs no copy */
     }
     PyObject *copy = PyDict_Copy(first);
     if (copy == NULL) {
-        return decline();
+        return mlwatch_decline();
     }
     PyObject *record = PyTuple_Pack(7, args[1], args[2], copy, Py_None, result, Py_None, PyTuple_GET_ITEM(state, 5));
     Py_DECREF(copy);
     if (record == NULL) {
-        return decline();
+        return mlwatch_decline();
     }
     mlwatch_untrack_plain(record);
     /* The copy and the tuple may have run the garbage collector (3.11), and so other calls: look at
@@ -727,12 +730,12 @@ record_plain(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t length = PyObject_Length(queue);
     if (length < 0 || length >= capacity || length + 1 == batch) {
         Py_DECREF(record);
-        return decline();
+        return mlwatch_decline();
     }
     PyObject *r = PyObject_CallOneArg(append, record);
     Py_DECREF(record);
     if (r == NULL) {
-        return decline();
+        return mlwatch_decline();
     }
     Py_DECREF(r);
     Py_RETURN_TRUE;
