@@ -139,6 +139,136 @@ fill_floats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(ok);
 }
 
+/* The items of `indices` (a tuple of ints) as a C array; -1 with an exception when one is not an
+   int in [0, limit). */
+static int
+item_indices(PyObject *indices, Py_ssize_t limit, Py_ssize_t *out, Py_ssize_t most)
+{
+    if (!PyTuple_CheckExact(indices) || PyTuple_GET_SIZE(indices) > most) {
+        PyErr_Format(PyExc_TypeError, "indices must be a tuple of at most %zd ints", most);
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(indices); j++) {
+        out[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indices, j));
+        if (out[j] < 0 || out[j] >= limit) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "an index is outside the records");
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Most fields of a buffered record that one call reads. */
+#define MAX_ITEM_INDICES 16
+
+PyDoc_STRVAR(fill_item_floats_doc,
+"fill_item_floats(records, width, indices, out) -> bool\n\n"
+"Columns of buffered records: for the j-th of `indices` (a tuple of ints below `width`), write\n"
+"float(record[index]) of every record of the list `records` to `out` (a float64 buffer of\n"
+"len(indices) * len(records) items, column j at j * len(records)), None as NaN (missing, as the\n"
+"profile counts a None). True when every record is an exact tuple of `width` items whose values\n"
+"there are None, exact floats or ints of at most 2**53 in magnitude; False as soon as one is not.");
+
+static PyObject *
+fill_item_floats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    Py_ssize_t width = nargs == 4 ? PyLong_AsSsize_t(args[1]) : -1, at[MAX_ITEM_INDICES];
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || width < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "fill_item_floats(records: list, width: int, indices: tuple, out)");
+        }
+        return NULL;
+    }
+    if (item_indices(args[2], width, at, MAX_ITEM_INDICES) < 0) {
+        return NULL;
+    }
+    PyObject *records = args[0];
+    Py_ssize_t m = PyTuple_GET_SIZE(args[2]), n = PyList_GET_SIZE(records);
+    if (m && n > PY_SSIZE_T_MAX / m / (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_OverflowError, "too many values");
+        return NULL;
+    }
+    /* The buffer first: getting it may run Python code. Nothing below runs any. */
+    Py_buffer view;
+    if (get_out(args[3], &view, n * m) < 0) {
+        return NULL;
+    }
+    if (PyList_GET_SIZE(records) != n) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "records changed size");
+        return NULL;
+    }
+    double *dst = (double *)view.buf;
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < n && ok; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        ok = PyTuple_CheckExact(rec) && PyTuple_GET_SIZE(rec) == width;
+        for (Py_ssize_t j = 0; j < m && ok; j++) {
+            PyObject *v = PyTuple_GET_ITEM(rec, at[j]);
+            if (v == Py_None) {
+                dst[j * n + i] = Py_NAN;
+            }
+            else {
+                ok = as_double(v, &dst[j * n + i]);
+            }
+        }
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
+PyDoc_STRVAR(same_items_doc,
+"same_items(records, width, indices) -> bool\n\n"
+"Whether every record of the list `records` is an exact tuple of `width` items holding, at each\n"
+"of `indices`, what the first record holds there: the same object, or an equal exact str or\n"
+"exact int. False otherwise (values of other types are not compared: the caller groups those).");
+
+static PyObject *
+same_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    Py_ssize_t width = nargs == 3 ? PyLong_AsSsize_t(args[1]) : -1, at[MAX_ITEM_INDICES];
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || width < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "same_items(records: list, width: int, indices: tuple)");
+        }
+        return NULL;
+    }
+    if (item_indices(args[2], width, at, MAX_ITEM_INDICES) < 0) {
+        return NULL;
+    }
+    PyObject *records = args[0];
+    Py_ssize_t m = PyTuple_GET_SIZE(args[2]), n = PyList_GET_SIZE(records);
+    if (n == 0) {
+        Py_RETURN_TRUE;
+    }
+    PyObject *first = PyList_GET_ITEM(records, 0);
+    if (!PyTuple_CheckExact(first) || PyTuple_GET_SIZE(first) != width) {
+        Py_RETURN_FALSE;
+    }
+    /* Comparing exact strs and ints runs no Python code: the list and tuples cannot change. */
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *rec = PyList_GET_ITEM(records, i);
+        if (!PyTuple_CheckExact(rec) || PyTuple_GET_SIZE(rec) != width) {
+            Py_RETURN_FALSE;
+        }
+        for (Py_ssize_t j = 0; j < m; j++) {
+            PyObject *a = PyTuple_GET_ITEM(first, at[j]), *b = PyTuple_GET_ITEM(rec, at[j]);
+            if (a == b) {
+                continue;
+            }
+            int comparable = (PyUnicode_CheckExact(a) && PyUnicode_CheckExact(b)) || (PyLong_CheckExact(a) && PyLong_CheckExact(b));
+            if (!comparable || PyObject_RichCompareBool(a, b, Py_EQ) != 1) {
+                Py_RETURN_FALSE;
+            }
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 /* One column's reading state in columns_from_dicts. */
 enum { COL_FLOATS = 1, COL_STRS = 2, COL_OTHER = 3 };
 
@@ -469,9 +599,18 @@ flat_dict_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *values = args[0], *types = args[1];
-    /* As all_row_dicts: a type's membership may run Python code (a metaclass's __hash__ or __eq__),
-       so the type is held meanwhile and the list and each dict re-read on every step; a dict that
-       changes size while it is read answers False. */
+    /* The JSON scalar types' membership is looked up once (builtin types hash by identity); any
+       other type's each time. As all_row_dicts: that may run Python code (a metaclass's __hash__ or
+       __eq__), so the type is held meanwhile and the list and each dict re-read on every step; a
+       dict that changes size while it is read answers False. */
+    PyTypeObject *const scalars[5] = {&PyUnicode_Type, &PyFloat_Type, &PyLong_Type, &PyBool_Type, Py_TYPE(Py_None)};
+    int scalar_in[5];
+    for (int j = 0; j < 5; j++) {
+        scalar_in[j] = PySet_Contains(types, (PyObject *)scalars[j]);
+        if (scalar_in[j] < 0) {
+            return NULL;
+        }
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(values); i++) {
         PyObject *d = PyList_GET_ITEM(values, i);
         if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) > max_fields) {
@@ -482,10 +621,18 @@ flat_dict_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *k, *v;
         int ok = 1;
         while (ok && PyDict_Next(d, &pos, &k, &v)) {
-            PyObject *t = (PyObject *)Py_TYPE(v);
-            Py_INCREF(t);
-            int in = PySet_Contains(types, t);
-            Py_DECREF(t);
+            PyTypeObject *t = Py_TYPE(v);
+            int in = -2;
+            for (int j = 0; j < 5 && in == -2; j++) {
+                if (t == scalars[j]) {
+                    in = scalar_in[j];
+                }
+            }
+            if (in == -2) {
+                Py_INCREF(t);
+                in = PySet_Contains(types, (PyObject *)t);
+                Py_DECREF(t);
+            }
             if (in < 0) {
                 Py_DECREF(d);
                 return NULL;
@@ -762,6 +909,8 @@ set_float64(PyObject *self, PyObject *arg)
 static PyMethodDef methods[] = {
     {"set_float64", set_float64, METH_O, set_float64_doc},
     {"fill_floats", (PyCFunction)(void (*)(void))fill_floats, METH_FASTCALL, fill_floats_doc},
+    {"fill_item_floats", (PyCFunction)(void (*)(void))fill_item_floats, METH_FASTCALL, fill_item_floats_doc},
+    {"same_items", (PyCFunction)(void (*)(void))same_items, METH_FASTCALL, same_items_doc},
     {"columns_from_dicts", (PyCFunction)(void (*)(void))columns_from_dicts, METH_FASTCALL, columns_from_dicts_doc},
     {"record_plain", (PyCFunction)(void (*)(void))record_plain, METH_FASTCALL, record_plain_doc},
     {"plain_calls", (PyCFunction)(void (*)(void))plain_calls, METH_FASTCALL, plain_calls_doc},

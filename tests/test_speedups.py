@@ -76,6 +76,62 @@ def test_fill_floats_takes_floats_and_exact_ints_only(speedups: Any) -> None:
     assert speedups.fill_floats([], np.empty(0))
 
 
+def test_fill_item_floats_reads_columns_of_buffered_records(speedups: Any) -> None:
+    recs = [(1, 2.5, "GET", None), (3, 4, "POST", 7), (5, -(2**53), "GET", None)]
+    out = np.empty(6)
+    assert speedups.fill_item_floats(recs, 4, (1, 3), out)
+    assert out[:3].tolist() == [2.5, 4.0, -(2.0**53)]
+    assert math.isnan(out[3]) and out[4] == 7.0 and math.isnan(out[5])  # None: missing, as the profile counts it
+    one = np.empty(1)
+    for value in (True, 2**53 + 1, 10**400, np.int64(3), "1.5", [1.0]):
+        assert not speedups.fill_item_floats([(0, value)], 2, (1,), one), value
+    for records in ([[0, 1.0]], [(0, 1.0, 2.0)], [(0,)], [None]):  # not a tuple of the record's width
+        assert not speedups.fill_item_floats(records, 2, (1,), one), records
+    assert speedups.fill_item_floats([], 2, (0, 1), np.empty(0))
+    for indices, error in (((2,), ValueError), ((-1,), ValueError), ([1], TypeError), (("a",), TypeError), (tuple(range(17)), TypeError)):
+        with pytest.raises(error):
+            speedups.fill_item_floats([(0, 1.0)], 2, indices, np.empty(len(indices) if isinstance(indices, tuple) else 1))
+    with pytest.raises(ValueError, match="one item per value"):
+        speedups.fill_item_floats([(0, 1.0)], 2, (0, 1), np.empty(3))
+    with pytest.raises(TypeError):
+        speedups.fill_item_floats(((0, 1.0),), 2, (1,), one)
+
+
+def test_same_items_compares_records_fields_as_python_groups_them(speedups: Any) -> None:
+    route = "/items/{id}"
+    base = (0, 1, "GET", route, 200, None)
+    assert speedups.same_items([base, (9, 8, "GET", "".join(["/items/", "{id}"]), 200, None)], 6, (2, 3, 4, 5))  # equal, not the same object
+    assert speedups.same_items([base], 6, (2, 3)) and speedups.same_items([], 6, (2,))
+    for other in ((0, 1, "POST", route, 200, None), (0, 1, "GET", route, 404, None), (0, 1, "GET", route, 200, "KeyError")):
+        assert not speedups.same_items([base, base, other], 6, (2, 3, 4, 5)), other
+    assert not speedups.same_items([base, (0, 1, "GET", route, 200.0, None)], 6, (4,))  # equal in Python, not compared here: grouped by the caller
+    assert speedups.same_items([base, (7, 7, "GET", route, 200, None)], 6, (2, 3, 4, 5))  # other fields are not looked at
+    assert not speedups.same_items([base, [0, 1, "GET", route, 200, None]], 6, (2,))
+    assert not speedups.same_items([base, base[:5]], 6, (2,))
+    with pytest.raises(ValueError, match="outside the records"):
+        speedups.same_items([base], 6, (6,))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["GET", "POST"]), st.sampled_from([200, 404, 2**70]), st.none() | st.just("ValueError")), min_size=1, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_same_items_agrees_with_python_equality(fields: list[tuple[Any, ...]]) -> None:
+    if _fast.SPEEDUPS is None:
+        pytest.skip("mlwatch._speedups was not built (no C compiler)")
+    recs = [(0, 1, m, "/r", int(str(s)), e) for m, s, e in fields]  # ints made anew: equal, not identical
+    want = all(r[2:] == recs[0][2:] for r in recs)
+    assert _fast.SPEEDUPS.same_items(recs, 6, (2, 3, 4, 5)) == want
+
+
+def test_flat_dict_rows_follows_the_scalar_types_given(speedups: Any) -> None:
+    rows = [{"a": 1, "b": "x", "c": None}, {"a": 2.5, "d": True}]
+    assert speedups.flat_dict_rows(rows, SCALAR_TYPES, 8)
+    assert not speedups.flat_dict_rows(rows, frozenset({int, float, str, type(None)}), 8)  # bool not among them
+    assert not speedups.flat_dict_rows(rows, frozenset({float, str, type(None), bool}), 8)  # int not among them
+    assert not speedups.flat_dict_rows([{"a": [1]}], SCALAR_TYPES, 8)
+    assert speedups.flat_dict_rows([{"a": [1]}], frozenset({list}), 8)  # another type: looked up in the set
+    assert not speedups.flat_dict_rows(rows, SCALAR_TYPES, 2)
+
+
 def test_buffers_are_checked(speedups: Any) -> None:
     for bad in (np.empty(3), np.empty(2, dtype=np.float32), np.empty(4)[::2], b"x" * 16):
         with pytest.raises((ValueError, TypeError, BufferError)):

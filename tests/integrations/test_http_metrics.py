@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from otlp_receiver import Receiver, any_value
 
@@ -303,3 +304,63 @@ def test_a_request_counts_in_the_window_it_started_in_whatever_the_buffer_order(
         for wall, status in ((boundary + 10 * 10**9, 200), (boundary - 10 * 10**9, 200), (boundary + 20 * 10**9, 404), (boundary + 30 * 10**9, 200)):
             record(wall - offset, 1_000_000, "GET", "/items/{id}", status, None, 0, 10, 1, "http")
         assert calls_by_window_and_status(cap) == {(start - 60, "200"): 1, (start, "200"): 2, (start, "404"): 1}
+
+
+@pytest.mark.parametrize("n", [40, 3000])
+def test_request_records_fold_alike_with_and_without_the_c_loops(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C reading of a batch (one group told in one pass, the numeric fields read into arrays,
+    a None request size read as missing) gives the profiles the Python reading gives."""
+    import random
+    import time
+
+    from mlwatch import _fast
+    from mlwatch.integrations.asgi import MlwatchASGIMiddleware
+    from mlwatch.testing import capture
+
+    if _fast.SPEEDUPS is None:
+        pytest.skip("mlwatch._speedups was not built (no C compiler)")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    rng = random.Random(n)
+    t0 = time.perf_counter_ns()
+    mixed = [  # several groups, a None size, an error
+        (t0 + i, rng.randint(10**5, 10**8), rng.choice(["GET", "POST"]), "/r", rng.choice([200, 200, 404]), rng.choice([None, None, "KeyError"]),
+         rng.choice([None, rng.randint(0, 5000)]), rng.randint(0, 900), rng.randint(1, 9), "http")
+        for i in range(n)
+    ]
+    one_group = [(t, d, "POST", "/predict", 200, None, q, r, a, "http") for t, d, _, _, _, _, q, r, a, _ in mixed]
+    big = [(*rec[:1], 2**60, *rec[2:]) for rec in one_group[:5]] + one_group[5:]  # a duration past 2**53 ns: the Python reading
+
+    def profiles(records: list[tuple[Any, ...]], speedups: Any) -> dict[Any, dict[str, Any]]:
+        monkeypatch.setattr(_fast, "SPEEDUPS", speedups)
+        record = MlwatchASGIMiddleware(app, http_model="t_http_fold_alike").telemetry.record
+        assert record is not None
+        with capture() as cap:
+            for rec in records:
+                record(*rec)
+            got = {
+                tuple(sorted(p.segment.items())): {
+                    "calls": p.calls, "errors": dict(p.errors), "latency": latency(p.latency), "columns": {name: column(col) for name, col in sorted(p.columns.items())},
+                }
+                for p in cap.profiles("t_http_fold_alike")
+            }
+        return got
+
+    # Sketches of more values than KLL keeps exactly compact at random: their quantiles differ from
+    # run to run whatever reads the values, so past that only what is exact is compared.
+    exact = n <= 200
+
+    def latency(kll: Any) -> Any:
+        return np.asarray(kll.quantiles([0.0, 0.1, 0.5, 0.9, 1.0])).tolist() if exact else (kll.n, kll.min, kll.max)
+
+    def column(col: Any) -> dict[str, Any]:
+        summary = col.summary()
+        return summary if exact else {k: v for k, v in summary.items() if not k.startswith("p")}
+
+    fast = _fast.SPEEDUPS
+    for records in (mixed, one_group, big):
+        with_c, without = profiles(records, fast), profiles(records, None)
+        assert with_c == without
+        assert sum(p["calls"] for p in with_c.values()) == n
