@@ -139,29 +139,38 @@ fill_floats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(ok);
 }
 
-/* The items of `indices` (a tuple of ints) as a C array; -1 with an exception when one is not an
-   int in [0, limit). */
-static int
-item_indices(PyObject *indices, Py_ssize_t limit, Py_ssize_t *out, Py_ssize_t most)
+/* Most fields of a buffered record that one call reads. */
+#define MAX_ITEM_INDICES 16
+
+/* The arguments (records: list, width: int, indices: tuple, ...) shared by the functions reading
+   fields of buffered records: the width, with the indices left in `at`; -1 with an exception when
+   the call is not `expect` such arguments or an index is not an int in [0, width). */
+static Py_ssize_t
+record_fields(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expect, const char *usage, Py_ssize_t *at)
 {
-    if (!PyTuple_CheckExact(indices) || PyTuple_GET_SIZE(indices) > most) {
-        PyErr_Format(PyExc_TypeError, "indices must be a tuple of at most %zd ints", most);
+    Py_ssize_t width = nargs == expect ? PyLong_AsSsize_t(args[1]) : -1;
+    if (nargs != expect || !PyList_CheckExact(args[0]) || width < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, usage);
+        }
+        return -1;
+    }
+    PyObject *indices = args[2];
+    if (!PyTuple_CheckExact(indices) || PyTuple_GET_SIZE(indices) > MAX_ITEM_INDICES) {
+        PyErr_Format(PyExc_TypeError, "indices must be a tuple of at most %d ints", MAX_ITEM_INDICES);
         return -1;
     }
     for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(indices); j++) {
-        out[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indices, j));
-        if (out[j] < 0 || out[j] >= limit) {
+        at[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(indices, j));
+        if (at[j] < 0 || at[j] >= width) {
             if (!PyErr_Occurred()) {
                 PyErr_SetString(PyExc_ValueError, "an index is outside the records");
             }
             return -1;
         }
     }
-    return 0;
+    return width;
 }
-
-/* Most fields of a buffered record that one call reads. */
-#define MAX_ITEM_INDICES 16
 
 PyDoc_STRVAR(fill_item_floats_doc,
 "fill_item_floats(records, width, indices, out) -> bool\n\n"
@@ -175,14 +184,9 @@ static PyObject *
 fill_item_floats(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    Py_ssize_t width = nargs == 4 ? PyLong_AsSsize_t(args[1]) : -1, at[MAX_ITEM_INDICES];
-    if (nargs != 4 || !PyList_CheckExact(args[0]) || width < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "fill_item_floats(records: list, width: int, indices: tuple, out)");
-        }
-        return NULL;
-    }
-    if (item_indices(args[2], width, at, MAX_ITEM_INDICES) < 0) {
+    Py_ssize_t at[MAX_ITEM_INDICES];
+    Py_ssize_t width = record_fields(args, nargs, 4, "fill_item_floats(records: list, width: int, indices: tuple, out)", at);
+    if (width < 0) {
         return NULL;
     }
     PyObject *records = args[0];
@@ -230,14 +234,9 @@ static PyObject *
 same_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)self;
-    Py_ssize_t width = nargs == 3 ? PyLong_AsSsize_t(args[1]) : -1, at[MAX_ITEM_INDICES];
-    if (nargs != 3 || !PyList_CheckExact(args[0]) || width < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "same_items(records: list, width: int, indices: tuple)");
-        }
-        return NULL;
-    }
-    if (item_indices(args[2], width, at, MAX_ITEM_INDICES) < 0) {
+    Py_ssize_t at[MAX_ITEM_INDICES];
+    Py_ssize_t width = record_fields(args, nargs, 3, "same_items(records: list, width: int, indices: tuple)", at);
+    if (width < 0) {
         return NULL;
     }
     PyObject *records = args[0];
